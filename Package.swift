@@ -1,0 +1,90 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// Settings every Squall target shares: Swift 6 language mode (strict concurrency) and explicit `any`.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny")
+]
+
+let package = Package(
+    name: "squall",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "squall-producer", targets: ["Producer"]),
+        .executable(name: "squall-consumer", targets: ["Consumer"]),
+        .executable(name: "squall-observer", targets: ["Observer"]),
+        .executable(name: "squall-collector", targets: ["Collector"]),
+        .executable(name: "squallctl", targets: ["SquallCtl"]),
+        .library(name: "SquallCore", targets: ["SquallCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+    ],
+    targets: [
+        // C shims: a module map and a header of typed wrappers, nothing else.
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+
+        .target(
+            name: "SquallCore",
+            dependencies: [
+                "CRabbitMQ",
+                "CLibPQ",
+                "CCurl",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(name: "Producer", dependencies: serviceDependencies, swiftSettings: swiftSettings),
+        .executableTarget(name: "Consumer", dependencies: serviceDependencies, swiftSettings: swiftSettings),
+        .executableTarget(name: "Observer", dependencies: serviceDependencies, swiftSettings: swiftSettings),
+        .executableTarget(name: "Collector", dependencies: serviceDependencies, swiftSettings: swiftSettings),
+        .executableTarget(name: "SquallCtl", dependencies: serviceDependencies, swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "SquallCoreTests",
+            dependencies: ["SquallCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["SquallCore", "CLibPQ", "CRabbitMQ", "CCurl"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["SquallCore"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)
+
+/// What every executable links: the core library, argument parsing, logging and lifecycle.
+var serviceDependencies: [Target.Dependency] {
+    [
+        "SquallCore",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    ]
+}

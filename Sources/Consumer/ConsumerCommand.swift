@@ -1,0 +1,22 @@
+import ArgumentParser
+import SquallCore
+
+@main
+struct ConsumerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "squall-consumer",
+        abstract:
+            "Takes jobs from RabbitMQ and streams each target into S3, reporting progress and one result per job.",
+        discussion: """
+            Every setting is an environment variable and a flag; the flag wins. SIGTERM or SIGINT \
+            stops the service gracefully.
+            """
+    )
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        let (_, logger) = ServiceLauncher.configure(common, role: .consumer)
+        try await ServiceLauncher.run([IdleService()], logger: logger)
+    }
+}

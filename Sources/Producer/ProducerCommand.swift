@@ -1,0 +1,22 @@
+import ArgumentParser
+import SquallCore
+
+@main
+struct ProducerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "squall-producer",
+        abstract:
+            "Claims pending jobs from PostgreSQL and publishes them to RabbitMQ, keeping a bounded window in the broker.",
+        discussion: """
+            Every setting is an environment variable and a flag; the flag wins. SIGTERM or SIGINT \
+            stops the service gracefully.
+            """
+    )
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        let (_, logger) = ServiceLauncher.configure(common, role: .producer)
+        try await ServiceLauncher.run([IdleService()], logger: logger)
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// What every service executable does in `main` before its own work: configuration, logging, identity.
+public enum ServiceLauncher {
+    /// The default node name: host name and process id, unique across a swarm of pods.
+    public static func defaultNodeName() -> String {
+        "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+    }
+
+    /// Resolves `options` against the process environment and bootstraps logging, or exits with the error.
+    ///
+    /// A configuration error is printed to standard error, naming the variable or flag, and the
+    /// process exits 64 (EX_USAGE) before anything else starts.
+    public static func configure(_ options: CommonOptions, role: Heartbeat.Role) -> (SquallConfiguration, Logger) {
+        let configuration: SquallConfiguration
+        do {
+            configuration = try options.resolve(
+                environment: ProcessInfo.processInfo.environment, defaultNodeName: defaultNodeName())
+        } catch {
+            FileHandle.standardError.write(Data("squall-\(role.rawValue): \(error)\n".utf8))
+            exit(64)
+        }
+        SquallLogHandler.bootstrap(format: configuration.logFormat)
+        var logger = Logger(label: "squall-\(role.rawValue)")
+        logger[metadataKey: "node"] = "\(configuration.nodeName)"
+        logger.info("starting", metadata: ["configuration": "\(configuration)"])
+        return (configuration, logger)
+    }
+
+    /// Runs `services` until SIGTERM or SIGINT, then shuts them down gracefully within `gracePeriod`.
+    public static func run(
+        _ services: [any Service], gracePeriod: Duration = .seconds(25), logger: Logger
+    ) async throws {
+        var configuration = ServiceGroupConfiguration(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger)
+        configuration.maximumGracefulShutdownDuration = gracePeriod
+        let group = ServiceGroup(configuration: configuration)
+        try await group.run()
+        logger.info("stopped")
+    }
+}
+
+/// A service that does nothing until shutdown: holds a process open while its real work is not built yet.
+public struct IdleService: Service {
+    public init() {}
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+    }
+}

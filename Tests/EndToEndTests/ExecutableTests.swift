@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+
+/// The built executables, run as processes the way operators and Kubernetes run them.
+@Suite("Executables")
+struct ExecutableTests {
+    static let services = ["squall-producer", "squall-consumer", "squall-observer", "squall-collector"]
+
+    @Test("every executable answers --help with a description of its flags", arguments: services + ["squallctl"])
+    func help(executable: String) throws {
+        let run = try BuiltExecutable(executable).run(["--help"])
+        #expect(run.status == 0)
+        #expect(run.output.contains("USAGE: \(executable)"))
+        if executable != "squallctl" {
+            for flag in ["--database-url", "--amqp-url", "--s3-endpoint", "--http-port", "--log-format", "--node-name"]
+            {
+                #expect(run.output.contains(flag), "\(executable) --help does not mention \(flag)")
+            }
+        }
+    }
+
+    @Test("every service exits 0 within 2 s of SIGTERM", arguments: services)
+    func sigterm(executable: String) async throws {
+        let process = try BuiltExecutable(executable).start(
+            environment: ["SQUALL_AMQP_URL": "amqp://squall:mq-secret@127.0.0.1:1/%2F", "SQUALL_LOG_FORMAT": "json"])
+        let started = try await process.waitForOutput(containing: "\"message\":\"starting\"", timeout: .seconds(20))
+        #expect(!started.contains("mq-secret"), "the password leaked into the start-up log")
+        let stopped = ContinuousClock.now
+        process.signal(SIGTERM)
+        let status = try await process.waitForExit(timeout: .seconds(2))
+        #expect(status == 0)
+        #expect(ContinuousClock.now - stopped < .seconds(2))
+    }
+
+    @Test("a bad setting stops start-up with an error naming it")
+    func badSetting() throws {
+        let run = try BuiltExecutable("squall-consumer").run(
+            [], environment: ["SQUALL_AMQP_URL": "amqp://u:p@host:abc/"])
+        #expect(run.status == 64)
+        #expect(run.output.contains("SQUALL_AMQP_URL: port \"abc\" is not a number"))
+    }
+}
