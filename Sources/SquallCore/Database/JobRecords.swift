@@ -17,6 +17,12 @@ public enum JobState: String, Sendable, Codable, CaseIterable, Comparable {
 
 /// A batch just written by ``JobRepository/submit(batchName:manifest:)``.
 public struct SubmittedBatch: Sendable, Equatable, Codable {
+    public init(id: Int64, name: String, jobCount: Int64) {
+        self.id = id
+        self.name = name
+        self.jobCount = jobCount
+    }
+
     public var id: Int64
     public var name: String
     public var jobCount: Int64
@@ -29,6 +35,13 @@ public struct SubmittedBatch: Sendable, Equatable, Codable {
 
 /// A job a result settled, as ``JobRepository/applyResults(_:)`` reports it.
 public struct SettledJob: Sendable, Equatable {
+    public init(jobID: Int64, batchID: Int64, attempt: Int32, state: JobState) {
+        self.jobID = jobID
+        self.batchID = batchID
+        self.attempt = attempt
+        self.state = state
+    }
+
     public var jobID: Int64
     public var batchID: Int64
     public var attempt: Int32
@@ -37,12 +50,22 @@ public struct SettledJob: Sendable, Equatable {
 
 /// A batch whose every job is now terminal.
 public struct FinishedBatch: Sendable, Equatable {
+    public init(id: Int64, name: String) {
+        self.id = id
+        self.name = name
+    }
+
     public var id: Int64
     public var name: String
 }
 
 /// What applying a set of results changed.
 public struct AppliedResults: Sendable, Equatable {
+    public init(settled: [SettledJob], finishedBatches: [FinishedBatch]) {
+        self.settled = settled
+        self.finishedBatches = finishedBatches
+    }
+
     /// The jobs that settled; packets that were stale or repeated are absent.
     public var settled: [SettledJob]
     /// The batches these results finished.
@@ -51,6 +74,12 @@ public struct AppliedResults: Sendable, Equatable {
 
 /// What a rescue of expired leases did.
 public struct RescuedJobs: Sendable, Equatable {
+    public init(requeued: Int, exhausted: Int, finishedBatches: [FinishedBatch]) {
+        self.requeued = requeued
+        self.exhausted = exhausted
+        self.finishedBatches = finishedBatches
+    }
+
     /// Jobs put back to pending for another attempt.
     public var requeued: Int
     /// Jobs failed with `attempts_exhausted`.
@@ -60,6 +89,12 @@ public struct RescuedJobs: Sendable, Equatable {
 
 /// A batch `cancel` stopped; the id is what a control message names.
 public struct CancelledBatch: Sendable, Equatable {
+    public init(id: Int64, name: String, cancelledJobs: Int) {
+        self.id = id
+        self.name = name
+        self.cancelledJobs = cancelledJobs
+    }
+
     public var id: Int64
     public var name: String
     public var cancelledJobs: Int

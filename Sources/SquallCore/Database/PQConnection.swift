@@ -149,6 +149,14 @@ actor PQConnection {
                 if let handle, PQtransactionStatus(handle) != PQTRANS_IDLE {
                     try? command("ROLLBACK", statement: name)
                 }
+                // A deadlock or serialization failure aborted the whole transaction: an idempotent
+                // one can simply run again.
+                if idempotent && !retried, let sqlState = postgresError?.sqlState,
+                    ["40P01", "40001"].contains(sqlState)
+                {
+                    retried = true
+                    continue
+                }
                 throw error
             }
         }
@@ -175,6 +183,12 @@ actor PQConnection {
     /// `BEGIN`). Never pass anything built from input here.
     func script(_ sql: StaticString, statement: String) throws(PostgresError) {
         try command(String(describing: sql), statement: statement)
+    }
+
+    /// Runs one statement that cannot take bind parameters (`CREATE DATABASE`). Only for text the
+    /// caller has checked character by character (``DatabaseAdministration``).
+    func unparameterized(_ sql: String, statement: String) throws(PostgresError) {
+        try command(sql, statement: statement)
     }
 
     /// Starts `COPY … FROM STDIN` (text format) inside the current transaction.
