@@ -60,6 +60,8 @@ let package = Package(
         .executableTarget(name: "Observer", dependencies: serviceDependencies, swiftSettings: swiftSettings),
         .executableTarget(name: "Collector", dependencies: serviceDependencies, swiftSettings: swiftSettings),
         .executableTarget(name: "SquallCtl", dependencies: serviceDependencies, swiftSettings: swiftSettings),
+        // bench/repository's measuring program; not a product, so no image ships it.
+        .executableTarget(name: "RepositoryBench", dependencies: ["SquallCore"], swiftSettings: swiftSettings),
 
         .testTarget(
             name: "SquallCoreTests",
