@@ -422,7 +422,7 @@ def cmd_env(a: argparse.Namespace) -> int:
 
 
 def cmd_consistency(a: argparse.Namespace) -> int:
-    """The health port agrees everywhere; the Consumer's grace fits; everything lands in one namespace."""
+    """The health port agrees everywhere; the Consumer's grace fits; one autoscaler; one namespace."""
     dockerfile = parse_dockerfile(a.dockerfile)
     products = executable_products(a.package)
     for path in a.rendered:
@@ -474,7 +474,16 @@ def cmd_consistency(a: argparse.Namespace) -> int:
                     for kind in ("requests", "limits"):
                         if not (c.get("resources") or {}).get(kind, {}).get("memory"):
                             fail(f"{where}: no memory {kind} (sized from parts in flight x part size)")
-        info(f"{path}: ports, probes, annotations, grace and namespace checked")
+        # Two autoscalers on one Deployment fight: KEDA's ScaledObject brings its own HPA.
+        hpas = {(o["spec"]["scaleTargetRef"].get("kind"), o["spec"]["scaleTargetRef"]["name"]): o
+                for o in objects if o.get("kind") == "HorizontalPodAutoscaler"}
+        for o in objects:
+            if o.get("kind") == "ScaledObject":
+                ref = o["spec"]["scaleTargetRef"]
+                clash = hpas.get((ref.get("kind", "Deployment"), ref["name"]))
+                if clash is not None:
+                    fail(f"{path}: {object_name(o)} and {object_name(clash)} both scale {ref['name']}")
+        info(f"{path}: ports, probes, annotations, grace, autoscalers and namespace checked")
     return finish("consistency")
 
 
