@@ -50,7 +50,7 @@ RUN apt-get update \
         ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 squall \
-    && useradd --system --uid 10001 --gid squall --no-create-home --home-dir /nonexistent \
+    && useradd --uid 10001 --gid squall --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin squall
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001

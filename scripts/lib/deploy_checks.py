@@ -595,6 +595,56 @@ def cmd_linked(a: argparse.Namespace) -> int:
     return finish("linked libraries")
 
 
+def cmd_image(a: argparse.Namespace) -> int:
+    """Plays each runtime target in a bookworm root made by debootstrap: its RUN lines, its COPY of the
+    binary, then its ENTRYPOINT with --help as its USER and with its ENV. What a `docker build` and
+    `docker run --help` would do, short of the base image's exact contents."""
+    dockerfile = parse_dockerfile(a.dockerfile)
+    root = Path(a.root)
+    done: set[int] = set()
+    for product in executable_products(a.package):
+        stage = dockerfile.stage(docker_target(product))
+        if stage is None:
+            fail(f"{a.dockerfile}: no target for {product}")
+            continue
+        chain = list(reversed(dockerfile.chain(stage)))
+        user, entrypoint, cmd = "0:0", None, []
+        for s in chain:
+            for number, instruction, rest in s.instructions:
+                if instruction == "RUN" and id(s) not in done:
+                    info(f"{s.name}: RUN (line {number}) in {root}")
+                    result = subprocess.run(["chroot", str(root), "/bin/sh", "-c", rest], capture_output=True, text=True)
+                    if result.returncode != 0:
+                        print(result.stdout[-2000:], result.stderr[-2000:])
+                        fail(f"{a.dockerfile}:{number}: stage {s.name}: RUN failed ({result.returncode})")
+                elif instruction == "COPY" and rest.startswith("--from=build"):
+                    source, destination = rest.split()[1:3]
+                    built = Path(a.dist) / Path(source).name
+                    target = root / destination.lstrip("/")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    subprocess.run(["cp", str(built), str(target)], check=True)
+                elif instruction == "USER":
+                    user = rest if ":" in rest else rest + ":" + rest
+                elif instruction == "ENTRYPOINT":
+                    entrypoint = exec_form(rest)
+                elif instruction == "CMD":
+                    cmd = exec_form(rest) or []
+            done.add(id(s))
+        if not entrypoint:
+            fail(f"{a.dockerfile}: target {stage.name}: no exec-form ENTRYPOINT")
+            continue
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **stage_env(dockerfile, stage)}
+        result = subprocess.run(["chroot", f"--userspec={user}", str(root), *entrypoint, "--help"],
+                                env=env, capture_output=True, text=True)
+        if result.returncode != 0 or "USAGE:" not in result.stdout:
+            fail(f"target {stage.name}: `{' '.join(entrypoint)} --help` as {user} exited {result.returncode}: "
+                 f"{(result.stderr or result.stdout).strip()[:300]}")
+        else:
+            info(f"target {stage.name}: {' '.join(entrypoint)} --help runs as {user} with "
+                 f"{' '.join(f'{k}={v}' for k, v in stage_env(dockerfile, stage).items())}")
+    return finish("runtime images (debootstrap)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -641,6 +691,13 @@ def main() -> int:
     p.add_argument("--dockerfile", required=True)
     p.add_argument("--bin-dir", required=True)
     p.set_defaults(func=cmd_linked)
+
+    p = sub.add_parser("image")
+    p.add_argument("--package", required=True)
+    p.add_argument("--dockerfile", required=True)
+    p.add_argument("--dist", required=True)
+    p.add_argument("--root", required=True)
+    p.set_defaults(func=cmd_image)
 
     a = parser.parse_args()
     return a.func(a)
