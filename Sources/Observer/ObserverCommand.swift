@@ -15,7 +15,13 @@ struct ObserverCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
-        let (_, logger) = ServiceLauncher.configure(common, role: .observer)
-        try await ServiceLauncher.run([IdleService()], logger: logger)
+        let (configuration, logger) = ServiceLauncher.configure(common, role: .observer)
+        let registry = ServiceLauncher.bootstrapMetrics()
+        // Declares every Squall series now, so /metrics lists them (at 0) before the first job.
+        _ = SquallMetrics()
+        let readiness = ReadinessChecks()
+        let endpoint = ServiceLauncher.healthEndpoint(
+            configuration, readiness: readiness, registry: registry, logger: logger)
+        try await ServiceLauncher.run([IdleService()] + endpoint, logger: logger)
     }
 }

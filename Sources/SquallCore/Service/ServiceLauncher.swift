@@ -1,6 +1,9 @@
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
+import Synchronization
 
 /// What every service executable does in `main` before its own work: configuration, logging, identity.
 public enum ServiceLauncher {
@@ -27,6 +30,35 @@ public enum ServiceLauncher {
         logger[metadataKey: "node"] = "\(configuration.nodeName)"
         logger.info("starting", metadata: ["configuration": "\(configuration)"])
         return (configuration, logger)
+    }
+
+    /// Makes swift-metrics record into a Prometheus registry and returns it, for ``healthEndpoint(_:readiness:registry:logger:)``.
+    ///
+    /// Call once, in `main` (swift-metrics allows one bootstrap per process); later calls return the
+    /// same registry. Tests never call it: they pass their own `PrometheusCollectorRegistry`.
+    public static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        bootstrappedRegistry.withLock { registry in
+            if let registry { return registry }
+            let created = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: created))
+            registry = created
+            return created
+        }
+    }
+
+    private static let bootstrappedRegistry = Mutex<PrometheusCollectorRegistry?>(nil)
+
+    /// The health/readiness/metrics endpoint as a service to run, or none when `httpPort` is off.
+    public static func healthEndpoint(
+        _ configuration: SquallConfiguration, readiness: ReadinessChecks, registry: PrometheusCollectorRegistry,
+        logger: Logger
+    ) -> [any Service] {
+        guard let port = configuration.httpPort else { return [] }
+        return [
+            HealthEndpoint(
+                configuration: .init(host: configuration.httpHost, port: port), readiness: readiness,
+                registry: registry, logger: logger)
+        ]
     }
 
     /// Runs `services` until SIGTERM or SIGINT, then shuts them down gracefully within `gracePeriod`.
