@@ -71,7 +71,11 @@ let package = Package(
 
         .testTarget(
             name: "SquallCoreTests",
-            dependencies: ["SquallCore"],
+            dependencies: [
+                "SquallCore",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
