@@ -87,7 +87,7 @@ struct JobLifecycleTests {
         #expect(job.state.isFinal)
     }
 
-    @Test("no event before the confirm acks the job")
+    @Test("no event before the confirm acks the job (the ack deadline aside, tested below)")
     func nothingAcksEarly() {
         let events: [JobLifecycle.Event] = [
             .started(at: t0), .progress(bytesDone: 5, bytesTotal: 10, at: t0 + .seconds(3)),
@@ -216,6 +216,87 @@ struct JobLifecycleTests {
         #expect(job.state == .acked(.failed))
     }
 
+    // MARK: transfers longer than the broker's consumer_timeout
+
+    @Test("at the ack deadline a running job is acked once and keeps running, its lease owning it")
+    func handOverAtDeadline() {
+        var job = job(in: .transferring)
+        let r1 = job.handle(.ackDeadlineReached)
+        #expect(r1 == [.ackJob])
+        #expect(job.state == .transferring)
+        #expect(job.handedOverToLease)
+        let r2 = job.handle(.ackDeadlineReached)
+        #expect(r2 == [])
+        let r3 = job.handle(.transferFinished(.done, bytes: 10, at: t0 + .seconds(90)))
+        #expect(r3.last == .publishResult(.done))
+        let r4 = job.handle(.resultConfirmed)
+        #expect(r4 == [], "a message is never acked twice")
+        #expect(job.state == .acked(.done))
+    }
+
+    @Test("a job handed over whose result is not confirmed is left to its lease, not nacked")
+    func handedOverResultFails() {
+        var job = job(in: .running)
+        _ = job.handle(.ackDeadlineReached)
+        _ = job.handle(.transferFinished(.failed, bytes: 0, at: t0))
+        let r1 = job.handle(.resultPublishFailed)
+        #expect(r1 == [])
+        #expect(job.state == .releasedToLease)
+        #expect(job.state.isFinal)
+    }
+
+    @Test("a job handed over and aborted at shutdown is left to its lease")
+    func handedOverShutdown() {
+        var job = job(in: .transferring)
+        _ = job.handle(.ackDeadlineReached)
+        let r1 = job.handle(.shutdownGraceExpired)
+        #expect(r1 == [.abortTransfer])
+        let r2 = job.handle(.transferFinished(.cancelled, bytes: 3, at: t0))
+        #expect(r2 == [])
+        #expect(job.state == .releasedToLease)
+    }
+
+    @Test("a job handed over can still be cancelled, reporting its result without a second ack")
+    func handedOverCancel() {
+        var job = job(in: .transferring)
+        _ = job.handle(.ackDeadlineReached)
+        let r1 = job.handle(.cancelRequested)
+        #expect(r1 == [.abortTransfer])
+        let r2 = job.handle(.transferFinished(.failed, bytes: 3, at: t0))
+        #expect(r2 == [.publishResult(.cancelled)])
+        let r3 = job.handle(.resultConfirmed)
+        #expect(r3 == [])
+        #expect(job.state == .cancelled)
+    }
+
+    @Test("a job still waiting for a slot at the ack deadline is requeued for another Consumer")
+    func deadlineBeforeStart() {
+        var job = JobLifecycle()
+        let r1 = job.handle(.ackDeadlineReached)
+        #expect(r1 == [.nackRequeueJob])
+        #expect(job.state == .requeued)
+    }
+
+    @Test("a job awaiting its result's confirm at the deadline is acked, and not again after")
+    func deadlineAwaitingConfirm() {
+        var job = job(in: .resultPendingConfirm(.done))
+        let r1 = job.handle(.ackDeadlineReached)
+        #expect(r1 == [.ackJob])
+        let r2 = job.handle(.resultConfirmed)
+        #expect(r2 == [])
+        #expect(job.state == .acked(.done))
+    }
+
+    @Test("a job being aborted for shutdown at the deadline is simply requeued when the abort returns")
+    func deadlineWhileAborting() {
+        var job = job(in: .abortingForShutdown)
+        let r1 = job.handle(.ackDeadlineReached)
+        #expect(r1 == [])
+        let r2 = job.handle(.transferFinished(.cancelled, bytes: 0, at: t0))
+        #expect(r2 == [.nackRequeueJob])
+        #expect(job.state == .requeued)
+    }
+
     // MARK: what cannot happen changes nothing
 
     @Test("events that do not apply leave a job as it is")
@@ -246,7 +327,7 @@ struct JobLifecycleTests {
         let events: [JobLifecycle.Event] = [
             .started(at: t0), .progress(bytesDone: 1, bytesTotal: 2, at: t0 + .seconds(5)),
             .transferFinished(.done, bytes: 1, at: t0), .resultConfirmed, .resultPublishFailed, .cancelRequested,
-            .shutdownStarted, .shutdownGraceExpired,
+            .shutdownStarted, .shutdownGraceExpired, .ackDeadlineReached,
         ]
         for event in events {
             let r35 = job.handle(event)

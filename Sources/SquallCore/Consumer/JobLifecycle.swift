@@ -4,8 +4,17 @@
 /// broker** (at-least-once; a redelivered job whose object is already there costs one HEAD). A
 /// job not yet started when shutdown begins is requeued at once for another Consumer; a started
 /// one may finish within the grace period; past it the transfer is aborted and the job requeued
-/// without a result, so the next attempt owns it. The Consumer's I/O code switches on the actions;
-/// nothing here does I/O, so every transition is tested alone.
+/// without a result, so the next attempt owns it.
+///
+/// One exception, for transfers longer than RabbitMQ's `consumer_timeout` (docs/services.md): when
+/// the Consumer's ack deadline, set below that timeout, passes while the job still runs, the job is
+/// *handed over to its database lease*: the message is acked (so the broker does not close the
+/// channel and redeliver the same attempt to a second node) and from then on the lease, renewed by
+/// progress packets, owns the retry: if this node dies, the Producer's rescue publishes the next
+/// attempt, and the attempt number fences this one's late packets.
+///
+/// The Consumer's I/O code switches on the actions; nothing here does I/O, so every transition is
+/// tested alone.
 public struct JobLifecycle: Sendable {
     public enum State: Sendable, Equatable {
         /// Delivered (maybe only prefetched), not started.
@@ -26,11 +35,14 @@ public struct JobLifecycle: Sendable {
         case requeued
         /// Final: the job was cancelled, its `cancelled` result confirmed and the message acked.
         case cancelled
+        /// Final: the message was acked at the ack deadline and the job ended here without a
+        /// confirmed result; its database lease expires and the Producer rescues it.
+        case releasedToLease
 
         /// Whether nothing more will happen to this job here.
         public var isFinal: Bool {
             switch self {
-            case .acked, .requeued, .cancelled: true
+            case .acked, .requeued, .cancelled, .releasedToLease: true
             default: false
             }
         }
@@ -53,6 +65,8 @@ public struct JobLifecycle: Sendable {
         case shutdownStarted
         /// The shutdown grace period is over.
         case shutdownGraceExpired
+        /// The job has been held as long as the broker allows an unacked delivery, less a margin.
+        case ackDeadlineReached
     }
 
     public enum Action: Sendable, Equatable {
@@ -66,6 +80,8 @@ public struct JobLifecycle: Sendable {
     }
 
     public private(set) var state: State = .received
+    /// Whether the message was already acked at the ack deadline (the lease owns the job now).
+    public private(set) var handedOverToLease = false
     private var throttle: ProgressThrottle
 
     public init(throttle: ProgressThrottle = ProgressThrottle()) {
@@ -100,17 +116,12 @@ public struct JobLifecycle: Sendable {
             state = .resultPendingConfirm(settled)
             return [.publishResult(settled)]
 
-        case (.abortingForShutdown, .transferFinished):
-            state = .requeued
-            return [.nackRequeueJob]
+        case (.abortingForShutdown, .transferFinished), (.resultPendingConfirm, .resultPublishFailed):
+            return giveBack()
 
         case (.resultPendingConfirm(let outcome), .resultConfirmed):
             state = outcome == .cancelled ? .cancelled : .acked(outcome)
-            return [.ackJob]
-
-        case (.resultPendingConfirm, .resultPublishFailed):
-            state = .requeued
-            return [.nackRequeueJob]
+            return handedOverToLease ? [] : [.ackJob]
 
         case (.received, .cancelRequested):
             state = .resultPendingConfirm(.cancelled)
@@ -129,8 +140,29 @@ public struct JobLifecycle: Sendable {
             state = .abortingForShutdown
             return [.abortTransfer]
 
+        case (.received, .ackDeadlineReached):
+            // Never started (waiting for a slot): another Consumer may have one free.
+            state = .requeued
+            return [.nackRequeueJob]
+
+        case (.running, .ackDeadlineReached), (.transferring, .ackDeadlineReached),
+            (.cancelling, .ackDeadlineReached), (.resultPendingConfirm, .ackDeadlineReached):
+            guard !handedOverToLease else { return [] }
+            handedOverToLease = true
+            return [.ackJob]
+
         default:
             return []
         }
+    }
+
+    /// The job ends here without a confirmed result: back to the broker, or, once acked, to the lease.
+    private mutating func giveBack() -> [Action] {
+        if handedOverToLease {
+            state = .releasedToLease
+            return []
+        }
+        state = .requeued
+        return [.nackRequeueJob]
     }
 }
