@@ -67,7 +67,7 @@ struct HealthEndpointEndToEndTests {
     @Test("without --http-port no endpoint is started")
     func offByDefault() async throws {
         let process = try BuiltExecutable("squall-consumer").start(environment: ["SQUALL_LOG_FORMAT": "json"])
-        let output = try await process.waitForOutput(containing: "\"message\":\"starting\"", timeout: .seconds(20))
+        let output = try await process.waitForOutput(containing: "\"message\":\"running\"", timeout: .seconds(20))
         #expect(output.contains("http-port=off"))
         process.signal(SIGTERM)
         #expect(try await process.waitForExit(timeout: .seconds(5)) == 0)

@@ -66,7 +66,7 @@ public enum ServiceLauncher {
         _ services: [any Service], gracePeriod: Duration = .seconds(25), logger: Logger
     ) async throws {
         var configuration = ServiceGroupConfiguration(
-            services: services.map { .init(service: $0) },
+            services: ([RunningMarker(logger: logger)] + services).map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             cancellationSignals: [],
             logger: logger)
@@ -74,6 +74,20 @@ public enum ServiceLauncher {
         let group = ServiceGroup(configuration: configuration)
         try await group.run()
         logger.info("stopped")
+    }
+}
+
+/// Logs "running" once the service group has trapped SIGTERM and SIGINT and started its services.
+///
+/// ServiceGroup installs its signal handlers before it starts any service, so this line is the
+/// moment from which a signal means a graceful shutdown; before it, SIGTERM kills the process with
+/// the default action. Scripts and tests that signal a service wait for this line, not "starting".
+struct RunningMarker: Service {
+    let logger: Logger
+
+    func run() async throws {
+        logger.info("running")
+        try? await gracefulShutdown()
     }
 }
 
