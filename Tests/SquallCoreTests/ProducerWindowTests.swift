@@ -21,7 +21,7 @@ struct ProducerWindowTests {
         Case(depth: 400, inFlight: 100, claim: 300, why: "jobs being published count toward the window"),
         Case(depth: 300, inFlight: 300, claim: 0, why: "a window above low through in-flight jobs waits"),
         Case(depth: 900, inFlight: 900, claim: 0, why: "an overfull window never claims (never negative)"),
-        Case(depth: -1, inFlight: 0, claim: 300, why: "an unknown depth reads as empty"),
+        Case(depth: -1, inFlight: 0, claim: 300, why: "a negative count reads as 0"),
     ]
 
     @Test("claims top the window up to the high-water mark, never past it", arguments: table)

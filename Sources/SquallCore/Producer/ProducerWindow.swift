@@ -31,8 +31,8 @@ public struct ProducerWindow: Sendable, Equatable {
     /// The number of jobs to claim now: enough to reach the high-water mark once the window has
     /// drained to the low-water mark, at most ``maximumClaim``, otherwise 0.
     ///
-    /// A negative depth or in-flight count (a broker that could not be asked) counts as 0 for the
-    /// depth but the caller should not claim at all without a real depth: pass the last known one.
+    /// A negative count reads as 0. When the broker cannot be asked for its depth, pass the last
+    /// known depth rather than 0: an unknown window is not an empty one.
     public func jobsToClaim(queueDepth: Int, inFlight: Int) -> Int {
         let window = max(0, queueDepth) + max(0, inFlight)
         guard window <= lowWaterMark else { return 0 }

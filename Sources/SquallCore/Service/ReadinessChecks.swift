@@ -28,9 +28,7 @@ public final class ReadinessChecks: Sendable {
         let timeout = self.timeout
         let results = await withTaskGroup(of: (Int, Bool).self) { group in
             for (index, entry) in registered.enumerated() {
-                group.addTask {
-                    await Self.within(timeout, entry.check) ? (index, true) : (index, false)
-                }
+                group.addTask { (index, await Self.within(timeout, entry.check)) }
             }
             var results = [Bool](repeating: false, count: registered.count)
             for await (index, passed) in group { results[index] = passed }
