@@ -11,7 +11,8 @@ public struct BatchSnapshot: Sendable, Equatable {
     public var bytesDone: Int64
     /// Unknown while some sources have not reported a length.
     public var bytesTotal: Int64?
-    /// Time since the watch began (rates and ETA are over this span).
+    /// Time since the batch was submitted: rates and the ETA are averages over this span, so a
+    /// watch started mid-batch does not count earlier bytes as moved in its first second.
     public var elapsed: Duration
 
     public init(
