@@ -14,23 +14,36 @@ struct BatchingLoopTests {
         var times: [Duration] { batches.withLock { $0.map(\.at) } }
     }
 
-    @Test("a full batch is flushed at once, a partial one after the delay, the rest when the sequence ends")
-    func sizeTimeAndEnd() async throws {
+    @Test("a full batch is flushed at once, without waiting for its timer")
+    func flushBySize() async throws {
         let (items, input) = AsyncStream.makeStream(of: Int.self)
         let flushes = Flushes()
-        async let loop: Void = BatchingLoop.run(items, maximumCount: 3, maximumDelay: .milliseconds(150)) {
+        async let loop: Void = BatchingLoop.run(items, maximumCount: 3, maximumDelay: .seconds(60)) {
             flushes.record($0)
         }
         for value in 1...4 { input.yield(value) }
-        try await Task.sleep(for: .milliseconds(50))
-        #expect(flushes.items == [[1, 2, 3]], "the full batch did not wait for the timer")
-        try await Task.sleep(for: .milliseconds(250))
-        #expect(flushes.items == [[1, 2, 3], [4]])
-        #expect(flushes.times.last.map { $0 >= .milliseconds(150) } == true)
-        input.yield(5)
+        #expect(try await eventually { flushes.items.count == 1 })
+        #expect(flushes.items == [[1, 2, 3]])
         input.finish()
         try await loop
-        #expect(flushes.items == [[1, 2, 3], [4], [5]], "the last partial batch is written at the end")
+        #expect(flushes.items == [[1, 2, 3], [4]], "the last partial batch is written when the input ends")
+    }
+
+    @Test("a partial batch is flushed when its first item has waited the delay")
+    func flushByTime() async throws {
+        let (items, input) = AsyncStream.makeStream(of: Int.self)
+        let flushes = Flushes()
+        async let loop: Void = BatchingLoop.run(items, maximumCount: 100, maximumDelay: .milliseconds(100)) {
+            flushes.record($0)
+        }
+        input.yield(1)
+        input.yield(2)
+        #expect(try await eventually { flushes.items.count == 1 })
+        #expect(flushes.items == [[1, 2]])
+        #expect(flushes.times[0] >= .milliseconds(100))
+        input.finish()
+        try await loop
+        #expect(flushes.items == [[1, 2]], "nothing left to write at the end")
     }
 
     @Test("an error from flush ends the loop with it")
