@@ -23,7 +23,7 @@ struct ExecutableTests {
     func sigterm(executable: String) async throws {
         let process = try BuiltExecutable(executable).start(
             environment: ["SQUALL_AMQP_URL": "amqp://squall:mq-secret@127.0.0.1:1/%2F", "SQUALL_LOG_FORMAT": "json"])
-        let started = try await process.waitForOutput(containing: "\"message\":\"starting\"", timeout: .seconds(20))
+        let started = try await process.waitForOutput(containing: "\"message\":\"running\"", timeout: .seconds(20))
         #expect(!started.contains("mq-secret"), "the password leaked into the start-up log")
         let stopped = ContinuousClock.now
         process.signal(SIGTERM)

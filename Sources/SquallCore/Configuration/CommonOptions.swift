@@ -44,6 +44,11 @@ public struct CommonOptions: ParsableArguments, Sendable {
     public var httpPort: String?
 
     @Option(
+        name: .customLong("http-host"),
+        help: "Address the health and metrics endpoint binds, default 0.0.0.0 (env SQUALL_HTTP_HOST).")
+    public var httpHost: String?
+
+    @Option(
         name: .customLong("node-name"), help: "This node's identity, default host name and pid (env SQUALL_NODE_NAME).")
     public var nodeName: String?
 
@@ -118,6 +123,12 @@ public struct CommonOptions: ParsableArguments, Sendable {
                 throw ConfigurationError(setting: setting, reason: "port \"\(value)\" is not a number in 0...65535")
             }
             configuration.httpPort = port == 0 ? nil : port
+        }
+        if let (value, setting) = pick(httpHost, "http-host", "SQUALL_HTTP_HOST") {
+            guard !value.isEmpty, value.allSatisfy({ $0.isLetter || $0.isNumber || ".:-".contains($0) }) else {
+                throw ConfigurationError(setting: setting, reason: "\"\(value)\" is not a host name or IP address")
+            }
+            configuration.httpHost = value
         }
         if let (value, setting) = pick(nodeName, "node-name", "SQUALL_NODE_NAME") {
             guard value.count <= 200, value.allSatisfy({ !$0.isWhitespace && !$0.isNewline }) else {
