@@ -834,6 +834,21 @@ final class AMQPConnection: @unchecked Sendable {
         } else if channel == rpcChannel {
             channelWasClosed(channel)
         } else if let record = consumerByChannel.removeValue(forKey: channel) {
+            record.channel = 0
+            // 404/403: the queue is gone or forbidden, so the stream ends. Anything else (406 when
+            // an ack outlasted the broker's consumer_timeout) restarts the consumer on a fresh
+            // channel: the broker redelivers the message and the late ack throws deliveryStale.
+            if code != 404 && code != 403 {
+                logger.info(
+                    "broker closed a consumer's channel; consuming again",
+                    metadata: ["amqp.queue": "\(record.queueName)", "amqp.reply": "\(code) \(text)"])
+                do {
+                    try startConsumer(record)
+                    return
+                } catch {
+                    if case .connection(let failure) = error { throw failure }
+                }
+            }
             consumers.removeValue(forKey: record.id)
             record.continuation.finish(
                 throwing: BrokerError.channelClosed(
