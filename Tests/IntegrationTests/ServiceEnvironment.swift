@@ -39,7 +39,7 @@ extension Trait where Self == ConditionTrait {
         .enabled(
             if: ServiceEnvironment.required
                 || variables.allSatisfy { !(ServiceEnvironment.environment[$0] ?? "").isEmpty },
-            "skipped: \(variables.joined(separator: ", ")) not set (run scripts/services up, or set SQUALL_REQUIRE_SERVICES=1 to fail instead)"
+            "\(variables.joined(separator: ", ")) not set (run scripts/services up, or set SQUALL_REQUIRE_SERVICES=1 to fail instead)"
         )
     }
 }
