@@ -4,6 +4,10 @@ import Logging
 import SquallCore
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What the broker tests share: the URL from the environment, an isolated topology per test, and
 /// clean-up of the queues a test declared (quorum queues are not free on a shared broker).
 enum BrokerFixture {
@@ -82,20 +86,43 @@ enum BrokerFixture {
             .deletingLastPathComponent().appendingPathComponent("scripts/services").path
     }
 
-    /// Runs `scripts/services ARGUMENTS…` and returns its standard output.
+    /// Runs `scripts/services ARGUMENTS…` and returns its standard output. It blocks for as long as
+    /// a restart takes, so it runs on a GCD thread, not on the cooperative pool.
     @discardableResult
-    static func services(_ arguments: String...) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: servicesScript)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard process.terminationStatus == 0 else {
-            throw ServicesFailed(arguments: arguments, status: process.terminationStatus, output: text)
+    static func services(_ arguments: String...) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try runServices(arguments) })
+            }
+        }
+    }
+
+    /// Spawns the script with only standard input, output and error: Foundation's `Process` hands
+    /// the child a socket that a restarted server would inherit and keep open (so `waitUntilExit`
+    /// would wait for the server to stop), and the test's own broker sockets must not leak into it.
+    private static func runServices(_ arguments: [String]) throws -> String {
+        let outputPath = NSTemporaryDirectory() + "squall-services-\(UUID().uuidString).out"
+        defer { unlink(outputPath) }
+        let closeInherited =
+            #"for fd in /proc/$$/fd/*; do n=${fd##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null; fi; done; exec "$@""#
+        let argv = ["/bin/bash", "-c", closeInherited, "services", servicesScript] + arguments
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let cArguments = argv.map { strdup($0) }
+        defer { cArguments.forEach { free($0) } }
+        var pid = pid_t()
+        let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, cArguments + [nil], environ)
+        guard spawned == 0 else { throw ServicesFailed(arguments: arguments, status: spawned, output: "spawn failed") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let text = ((try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let exitCode = (status >> 8) & 0xff
+        guard status & 0x7f == 0, exitCode == 0 else {
+            throw ServicesFailed(arguments: arguments, status: exitCode, output: text)
         }
         return text
     }

@@ -22,7 +22,7 @@ struct BrokerRecoveryDisruptiveTests {
         try await broker.publish(Data(text: "before"), to: .queue(topology.jobs))
         let held = try #require(try await deliveries.next())
 
-        let pid = try #require(pid_t(try BrokerFixture.services("pid", "rabbitmq")), "no broker pid")
+        let pid = try #require(pid_t(try await BrokerFixture.services("pid", "rabbitmq")), "no broker pid")
         #expect(kill(pid, SIGSTOP) == 0)
         var resumed = false
         defer { if !resumed { kill(pid, SIGCONT) } }
@@ -61,7 +61,8 @@ struct BrokerRecoveryDisruptiveTests {
     func brokerRestartMidStreamLosesNothingConfirmed() async throws {
         let topology = BrokerFixture.topology()
         defer { BrokerFixture.delete(topology) }
-        let publisher = try await BrokerFixture.broker(topology: topology, readyTimeout: .seconds(120))
+        // A short ready timeout: while the broker is down, publishes fail (retryable) and are retried.
+        let publisher = try await BrokerFixture.broker(topology: topology, readyTimeout: .seconds(2))
         let consumer = try await BrokerFixture.broker(topology: topology, readyTimeout: .seconds(120))
         let confirmed = Collected<String>()
         let consumed = Collected<String>()
@@ -79,7 +80,7 @@ struct BrokerRecoveryDisruptiveTests {
         let publishing = Task {
             var next = 0
             while next < total {
-                let ids = (next..<min(next + 25, total)).map { "msg-\($0)" }
+                let ids = (next..<min(next + 10, total)).map { "msg-\($0)" }
                 do {
                     try await publisher.publishBatch(
                         ids.map { OutgoingMessage(body: Data(text: $0), destination: .queue(topology.jobs)) })
@@ -90,12 +91,21 @@ struct BrokerRecoveryDisruptiveTests {
                     retried.append("\(error)")
                     try await Task.sleep(for: .milliseconds(200))
                 }
-                try await Task.sleep(for: .milliseconds(10))
+                try await Task.sleep(for: .milliseconds(20))
             }
         }
 
+        let monitor = Task {
+            while !Task.isCancelled {
+                print(
+                    "monitor: confirmed \(confirmed.count) consumed \(consumed.count) retried \(retried.count) missing \(Set(confirmed.all).subtracting(consumed.all).count) ready \(publisher.isReady)/\(consumer.isReady) last \(retried.all.last ?? "-")"
+                )
+                try await Task.sleep(for: .seconds(5))
+            }
+        }
+        defer { monitor.cancel() }
         #expect(await eventually(timeout: .seconds(60)) { confirmed.count >= 500 })
-        try BrokerFixture.services("restart", "rabbitmq")
+        try await BrokerFixture.services("restart", "rabbitmq")
         try await publishing.value
 
         #expect(confirmed.count == total)
@@ -107,7 +117,10 @@ struct BrokerRecoveryDisruptiveTests {
         #expect(publisher.connectionsOpened >= 2 && consumer.connectionsOpened >= 2)
         #expect(publisher.isReady && consumer.isReady)
         consuming.cancel()
+        print("monitor: shutting down publisher")
         await publisher.shutdown()
+        print("monitor: shutting down consumer")
         await consumer.shutdown()
+        print("monitor: done")
     }
 }

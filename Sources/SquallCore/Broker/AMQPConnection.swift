@@ -300,13 +300,21 @@ final class AMQPConnection: @unchecked Sendable {
         let heartbeatInterval: Duration? = heartbeat > 0 ? .seconds(heartbeat) : nil
         do {
             while true {
-                for command in takeCommands() {
+                let commands = takeCommands()
+                for (position, command) in commands.enumerated() {
                     if case .shutdown = command {
                         shutdownRequestedAt = shutdownRequestedAt ?? .now
                     } else if shutdownRequestedAt != nil {
                         Self.fail(command, with: .shutDown)
                     } else {
-                        try execute(command)
+                        do {
+                            try execute(command)
+                        } catch {
+                            // The rest go back to the front of the queue: answered while
+                            // reconnecting, or run on the next connection.
+                            putBack(Array(commands[(position + 1)...]))
+                            throw error
+                        }
                     }
                 }
                 // Let confirms in flight arrive (briefly) before closing on shutdown.
@@ -358,6 +366,11 @@ final class AMQPConnection: @unchecked Sendable {
             defer { shared.commands.removeAll(keepingCapacity: true) }
             return shared.commands
         }
+    }
+
+    private func putBack(_ commands: [Command]) {
+        guard !commands.isEmpty else { return }
+        shared.withLock { $0.commands.insert(contentsOf: commands, at: 0) }
     }
 
     private func drainWakePipe() {
@@ -637,6 +650,7 @@ final class AMQPConnection: @unchecked Sendable {
                 amqp_channel_close(state, record.channel, AMQP_REPLY_SUCCESS)
                 let reply = amqp_get_rpc_reply(state)
                 if reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION {
+                    record.continuation.finish()
                     throw ConnectionFailure(reason: "closing channel \(record.channel): \(describe(reply))")
                 }
             }
@@ -664,33 +678,48 @@ final class AMQPConnection: @unchecked Sendable {
     private func publish(_ messages: [OutgoingMessage], _ batch: PublishBatch) throws(ConnectionFailure) {
         let contentType = strdup("application/json")
         defer { free(contentType) }
-        for (index, message) in messages.enumerated() {
-            let sequence = confirms.published((batch, index, message.destination.description))
-            var properties = amqp_basic_properties_t()
-            properties._flags = amqp_flags_t(
-                AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG)
-            properties.content_type = squall_amqp_bytes(contentType)
-            properties.delivery_mode = message.persistent ? 2 : 1
-            let (exchange, routingKey) = message.destination.exchangeAndRoutingKey
-            let status = exchange.withCString { exchange in
-                routingKey.withCString { routingKey in
-                    String(sequence).withCString { messageID in
-                        properties.message_id = squall_amqp_bytes(messageID)
-                        return message.body.withUnsafeBytes { body in
-                            amqp_basic_publish(
-                                state, publishChannel, squall_amqp_bytes(exchange), squall_amqp_bytes(routingKey),
-                                1, 0, &properties,
-                                amqp_bytes_t(
-                                    len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
-                        }
+        var next = 0
+        do {
+            for (index, message) in messages.enumerated() {
+                next = index + 1
+                try publishOne(message, index: index, batch: batch, contentType: contentType)
+                // Read what the broker sent meanwhile (confirms) so neither side's buffers fill up.
+                if index % 256 == 255 { try readAvailableFrames() }
+            }
+        } catch {
+            // The messages not yet handed to the broker fail now; those handed over are in the
+            // tracker and fail with it when the connection is abandoned.
+            for index in next..<messages.count { batch.settle(index, .connectionLost(error.reason)) }
+            throw error
+        }
+    }
+
+    private func publishOne(
+        _ message: OutgoingMessage, index: Int, batch: PublishBatch, contentType: UnsafeMutablePointer<CChar>?
+    ) throws(ConnectionFailure) {
+        let sequence = confirms.published((batch, index, message.destination.description))
+        var properties = amqp_basic_properties_t()
+        properties._flags = amqp_flags_t(
+            AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG)
+        properties.content_type = squall_amqp_bytes(contentType)
+        properties.delivery_mode = message.persistent ? 2 : 1
+        let (exchange, routingKey) = message.destination.exchangeAndRoutingKey
+        let status = exchange.withCString { exchange in
+            routingKey.withCString { routingKey in
+                String(sequence).withCString { messageID in
+                    properties.message_id = squall_amqp_bytes(messageID)
+                    return message.body.withUnsafeBytes { body in
+                        amqp_basic_publish(
+                            state, publishChannel, squall_amqp_bytes(exchange), squall_amqp_bytes(routingKey),
+                            1, 0, &properties,
+                            amqp_bytes_t(
+                                len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
                     }
                 }
             }
-            try check(status, "publishing to \(message.destination)")
-            lastHeartbeatSent = .now
-            // Read what the broker sent meanwhile (confirms) so neither side's buffers fill up.
-            if index % 256 == 255 { try readAvailableFrames() }
         }
+        try check(status, "publishing to \(message.destination)")
+        lastHeartbeatSent = .now
     }
 
     private func settle(_ settlement: Settlement) throws(ConnectionFailure) {
