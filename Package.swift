@@ -68,6 +68,8 @@ let package = Package(
         .executableTarget(name: "Observer", dependencies: serviceDependencies, swiftSettings: swiftSettings),
         .executableTarget(name: "Collector", dependencies: serviceDependencies, swiftSettings: swiftSettings),
         .executableTarget(name: "SquallCtl", dependencies: serviceDependencies, swiftSettings: swiftSettings),
+        // bench/transport's measuring tool; not a product.
+        .executableTarget(name: "TransportBench", dependencies: serviceDependencies, swiftSettings: swiftSettings),
 
         .testTarget(
             name: "SquallCoreTests",
