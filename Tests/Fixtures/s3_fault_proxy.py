@@ -151,17 +151,32 @@ class State:
             self.methods[method] = entry
         return entry
 
-    def record(self, record: dict) -> None:
+    # Counters move before the bytes or the answer reach the client, so a client that has its answer
+    # reads statistics that already include it.
+
+    def begin(self, method: str, path: str, query: str, fault: Fault | None) -> dict:
+        record = {"method": method, "path": path, "query": query, "status": None,
+                  "fault": fault.action if fault else None, "request_bytes": 0, "response_bytes": 0,
+                  "time": time.time()}
         with self.lock:
             self.requests += 1
-            entry = self.method_entry(record["method"])
-            entry["requests"] += 1
-            entry["request_bytes"] += record["request_bytes"]
-            entry["response_bytes"] += record["response_bytes"]
-            status = str(record["status"])
-            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.method_entry(method)["requests"] += 1
             if len(self.log) < MAX_LOG:
                 self.log.append(record)
+        return record
+
+    def add(self, record: dict, field: str, n: int) -> None:
+        with self.lock:
+            record[field] += n
+            self.method_entry(record["method"])[field] += n
+
+    def set_status(self, record: dict, status) -> None:
+        with self.lock:
+            previous = record["status"]
+            if previous is not None:
+                self.statuses[str(previous)] -= 1
+            record["status"] = status
+            self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
 
     def snapshot(self) -> dict:
         with self.lock:
@@ -173,7 +188,7 @@ class State:
                 "statuses": dict(self.statuses),
                 "request_bytes": sum(m["request_bytes"] for m in self.methods.values()),
                 "response_bytes": sum(m["response_bytes"] for m in self.methods.values()),
-                "log": list(self.log),
+                "log": [dict(r) for r in self.log],
                 "faults": [f.describe() for f in self.faults],
             }
 
@@ -236,10 +251,11 @@ def read_head(reader) -> Head | None:
     return Head(first, lines)
 
 
-def copy_body(reader, framing: tuple[str, int], send, limit: int | None = None) -> int:
+def copy_body(reader, framing: tuple[str, int], send, limit: int | None = None, payload=None) -> int:
     """Streams one message body from reader to send(bytes), raw (chunk framing included).
 
-    Returns the payload bytes copied. With `limit`, stops after that many payload bytes.
+    Returns the payload bytes copied; payload(n) is told of each payload piece before it is sent.
+    With `limit`, stops after that many payload bytes.
     """
     kind, length = framing
     copied = 0
@@ -254,6 +270,8 @@ def copy_body(reader, framing: tuple[str, int], send, limit: int | None = None) 
             data = reader.read1(want) if hasattr(reader, "read1") else reader.read(want)
             if not data:
                 raise Abort()
+            if payload:
+                payload(len(data))
             send(data)
             copied += len(data)
             remaining -= len(data)
@@ -283,6 +301,8 @@ def copy_body(reader, framing: tuple[str, int], send, limit: int | None = None) 
                 data = reader.read1(want)
                 if not data:
                     raise Abort()
+                if payload:
+                    payload(len(data))
                 send(data)
                 copied += len(data)
                 remaining -= len(data)
@@ -295,6 +315,8 @@ def copy_body(reader, framing: tuple[str, int], send, limit: int | None = None) 
                 return copied
             if limit is not None and copied + len(data) > limit:
                 data = data[: limit - copied]
+            if payload:
+                payload(len(data))
             send(data)
             copied += len(data)
             if limit is not None and copied >= limit:
@@ -429,36 +451,30 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             self.control(method, path, bytes(body), client_close)
             return not client_close
 
-        record = {"method": method, "path": path, "query": query, "status": 0, "fault": None,
-                  "request_bytes": 0, "response_bytes": 0, "time": time.time()}
         fault = self.state.take_fault(method, path, query)
         if fault is not None:
-            record["fault"] = fault.action
             self.log(f"{method} {target}: fault {fault.action}")
-        try:
-            keep = self.exchange(head, method, path, framing, expects_continue, client_close, fault, record)
-        finally:
-            self.state.record(record)
+        record = self.state.begin(method, path, query, fault)
+        keep = self.exchange(head, method, path, framing, expects_continue, client_close, fault, record)
         return keep and not client_close
 
     def exchange(self, head: Head, method: str, path: str, framing, expects_continue: bool, client_close: bool,
                  fault: Fault | None, record: dict) -> bool:
         """Serves one request (faulted or forwarded); returns whether the client connection stays open."""
+        def count_request(n: int) -> None:
+            self.state.add(record, "request_bytes", n)
+
         def read_body(limit: int | None = None) -> None:
-            def count(data: bytes) -> None:
-                record["request_bytes"] += len(data) if framing[0] == "length" else 0
-            n = copy_body(self.reader, framing, count, limit)
-            if framing[0] == "chunked":
-                record["request_bytes"] += n
+            copy_body(self.reader, framing, lambda data: None, limit, count_request)
 
         def reply_error(status: int, reason: str, code: str, message: str) -> bool:
             # With Expect: 100-continue and no 100 sent, the body never comes: answer and close, as S3 may.
             if not expects_continue:
                 read_body()
             body = s3_error_xml(code, message, path)
+            self.state.set_status(record, status)
+            self.state.add(record, "response_bytes", len(body))
             self.send_client(simple_response(status, reason, body, "application/xml", expects_continue))
-            record["status"] = status
-            record["response_bytes"] = len(body)
             return not expects_continue
 
         if fault is not None:
@@ -480,7 +496,7 @@ class ProxyHandler(socketserver.BaseRequestHandler):
                     read_body(int(limit))
                 except Abort:
                     pass
-                record["status"] = "reset"
+                self.state.set_status(record, "reset")
                 self.reset_client()
             if action == "stall" and fault.phase == "request":
                 time.sleep(fault.seconds)
@@ -500,17 +516,11 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             self.close_upstream()
             read_body()
             body = f"s3_fault_proxy: upstream {self.upstream[0]}:{self.upstream[1]} unreachable: {error}\n".encode()
+            self.state.set_status(record, 502)
             self.send_client(simple_response(502, "Bad Gateway", body, "text/plain", False))
-            record["status"] = 502
             return True
         try:
-            def to_upstream(data: bytes) -> None:
-                self.up_sock.sendall(data)
-                if framing[0] == "length":
-                    record["request_bytes"] += len(data)
-            n = copy_body(self.reader, framing, to_upstream)
-            if framing[0] == "chunked":
-                record["request_bytes"] += n
+            copy_body(self.reader, framing, self.up_sock.sendall, None, count_request)
         except (Abort, OSError):
             self.close_upstream()  # the upstream saw half a request: that connection is unusable
             raise Abort()
@@ -519,11 +529,11 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         if response is None:
             self.close_upstream()
             body = b"s3_fault_proxy: upstream closed the connection without a response\n"
+            self.state.set_status(record, 502)
             self.send_client(simple_response(502, "Bad Gateway", body, "text/plain", True))
-            record["status"] = 502
             return False
         status = int(response.first.split()[1])
-        record["status"] = status
+        self.state.set_status(record, status)
         resp_framing = response.body_framing()
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             resp_framing = ("none", 0)
@@ -545,15 +555,15 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         if fault is not None and fault.action == "reset_mid_response":
             limit = int(fault.bytes) if fault.bytes is not None else max(0, resp_framing[1] // 2)
 
-        def to_client(data: bytes) -> None:
-            self.client.sendall(data)
-            record["response_bytes"] += len(data)
+        def count_response(n: int) -> None:
+            self.state.add(record, "response_bytes", n)
 
-        copy_body(self.up_reader, resp_framing, to_client, limit)
         if limit is not None:
+            copy_body(self.up_reader, resp_framing, self.client.sendall, limit, count_response)
             self.close_upstream()
-            record["status"] = "reset"
+            self.state.set_status(record, "reset")
             self.reset_client()
+        copy_body(self.up_reader, resp_framing, self.client.sendall, None, count_response)
         if upstream_close:
             self.close_upstream()
             if resp_framing[0] == "eof":
@@ -578,9 +588,9 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         xml = s3_error_xml("InternalError", "We encountered an internal error. Please try again.", path)
         declaration, _, rest = xml.partition(b"\n")
         body = declaration + b"\n" + b" " * 64 + b"\n" + rest
+        self.state.set_status(record, 200)
+        self.state.add(record, "response_bytes", len(body))
         self.send_client(simple_response(200, "OK", body, "application/xml", False))
-        record["status"] = 200
-        record["response_bytes"] = len(body)
         return True
 
     # -- control API ---------------------------------------------------------------------------------

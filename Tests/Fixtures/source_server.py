@@ -510,7 +510,6 @@ class Handler(BaseHTTPRequestHandler):
             stall_at = faults.stall_at
         sent = 0
         started = time.monotonic()
-        pending_count = 0
         for piece in pieces:
             view = memoryview(piece)
             while len(view) > 0:
@@ -532,6 +531,8 @@ class Handler(BaseHTTPRequestHandler):
                     if delay > 0:
                         time.sleep(delay)
                 chunk = view[:n]
+                # Counted before it is sent, so a client that has the bytes reads stats that include them.
+                self.state.count_bytes(path, n)
                 if chunked:
                     sock.sendall(b"%x\r\n" % n)
                     sock.sendall(chunk)
@@ -539,15 +540,9 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     sock.sendall(chunk)
                 sent += n
-                pending_count += n
-                if pending_count >= BLOCK:
-                    self.state.count_bytes(path, pending_count)
-                    pending_count = 0
                 view = view[n:]
             if stop_at is not None and sent >= stop_at:
                 break
-        if pending_count:
-            self.state.count_bytes(path, pending_count)
         if stop_action == "reset" and sent >= stop_at:
             self.abort_with_reset()
         if stop_action == "truncate" and sent >= stop_at:
