@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import socketserver
 import struct
@@ -391,10 +392,25 @@ class ProxyHandler(socketserver.BaseRequestHandler):
     # -- connections -----------------------------------------------------------------------------
 
     def connect_upstream(self) -> None:
+        if self.up_sock is not None and not self.upstream_idle_and_open():
+            self.close_upstream()  # the upstream closed its idle keep-alive connection: a request sent there is lost
         if self.up_sock is None:
             self.up_sock = socket.create_connection(self.upstream, timeout=300)
             self.up_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.up_reader = self.up_sock.makefile("rb", buffering=COPY_CHUNK)
+
+    def upstream_idle_and_open(self) -> bool:
+        timeout = self.up_sock.gettimeout()
+        self.up_sock.settimeout(0)  # with a timeout set, Python would wait for data even with MSG_DONTWAIT
+        try:
+            self.up_sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True  # nothing to read: open and idle
+        except OSError:
+            return False
+        finally:
+            self.up_sock.settimeout(timeout)
+        return False  # end-of-file, or stray bytes that belong to no request: start afresh
 
     def close_upstream(self) -> None:
         if self.up_sock is not None:
@@ -651,6 +667,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when standard input closes (the launcher's lifeline)")
     args = parser.parse_args(argv)
+    # A parent may spawn us with signals blocked (Foundation's Process from a dispatch thread does):
+    # unblock them so SIGTERM stops the fixture.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     upstream = urlsplit(args.upstream)
     if upstream.scheme != "http" or not upstream.hostname:

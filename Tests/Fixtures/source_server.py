@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import sys
@@ -601,6 +602,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when standard input closes (the launcher's lifeline)")
     args = parser.parse_args(argv)
+    # A parent may spawn us with signals blocked (Foundation's Process from a dispatch thread does):
+    # unblock them so SIGTERM stops the fixture.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     handler = type("BoundHandler", (Handler,), {"state": State(), "root": args.root, "verbose": args.verbose})
     server = Server((args.host, args.port), handler)

@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The fixtures the engine's tests stand on behave as `Tests/Fixtures/README.md` says, seen from Swift.
+@Suite("Fixtures: the HTTP source and the S3 fault proxy, started from Swift")
+struct FixturesSelfTests {
+    @Test("a Range request returns exactly the bytes of the full GET at those offsets")
+    func rangeMatchesFullBody() async throws {
+        let source = try SourceServerFixture()
+        defer { source.stop() }
+        let url = source.url(size: 3_000_000, seed: 7)
+
+        let (full, fullResponse) = try await URLSession.shared.data(from: url)
+        #expect((fullResponse as? HTTPURLResponse)?.statusCode == 200)
+        #expect(full.count == 3_000_000)
+
+        // Across a 1 MiB block boundary, where the generator's per-block stamp and rotation change.
+        var request = URLRequest(url: url)
+        request.setValue("bytes=1048000-1049999", forHTTPHeaderField: "Range")
+        let (part, partResponse) = try await URLSession.shared.data(for: request)
+        let http = try #require(partResponse as? HTTPURLResponse)
+        #expect(http.statusCode == 206)
+        #expect(http.value(forHTTPHeaderField: "Content-Range") == "bytes 1048000-1049999/3000000")
+        #expect(part == full.subdata(in: 1_048_000..<1_050_000))
+
+        let stats = try await source.stats()
+        #expect(stats.paths["/gen/3000000/7"]?.bytes == 3_002_000)
+        #expect(stats.paths["/gen/3000000/7"]?.ranges == ["bytes=1048000-1049999"])
+    }
+
+    @Test("the fault proxy answers a programmed SlowDown itself and counts it, then lets requests through")
+    func proxySlowDownWithoutUpstream() async throws {
+        // An upstream nobody listens on: the fault is answered without it, the next request gets 502.
+        let proxy = try S3FaultProxyFixture(upstream: URL(string: "http://127.0.0.1:9")!)
+        defer { proxy.stop() }
+        try await proxy.program(
+            fault: ProxyFault(match: .init(method: "GET", pathContains: "/bucket/"), action: .slowDown))
+
+        let url = proxy.baseURL.appendingPathComponent("bucket/key")
+        let (body, response) = try await URLSession.shared.data(from: url)
+        #expect((response as? HTTPURLResponse)?.statusCode == 503)
+        #expect(String(decoding: body, as: UTF8.self).contains("<Code>SlowDown</Code>"))
+
+        let (_, second) = try await URLSession.shared.data(from: url)
+        #expect((second as? HTTPURLResponse)?.statusCode == 502)
+
+        let stats = try await proxy.stats()
+        #expect(stats.faultsFired == 1)
+        #expect(stats.methods["GET"]?.requests == 2)
+        #expect(stats.log.map(\.status) == [.code(503), .code(502)])
+        #expect(stats.log.first?.fault == "503_slowdown")
+    }
+}
