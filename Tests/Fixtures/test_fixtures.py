@@ -389,6 +389,8 @@ class EchoUpstream:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
+                if self.path.startswith("/drop"):
+                    self.close_connection = True  # as an idle timeout would, without saying so
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 
@@ -464,6 +466,12 @@ class FaultProxyTests(unittest.TestCase):
                 reply += sock.recv(65536)
         self.assertNotIn("expect", [name.lower() for name, _ in self.upstream.requests[-1]["headers"]])
         self.assertEqual(self.upstream.requests[-1]["length"], 5)
+
+    def test_an_upstream_connection_closed_while_idle_is_replaced(self):
+        self.assertEqual(self.client.request("GET", "/drop/1")[0], 200)
+        time.sleep(0.2)
+        status, _, data = self.client.request("PUT", "/bucket/after", body=b"still here")
+        self.assertEqual((status, json.loads(data)["length"]), (200, 10))
 
     def test_large_downloads_pass_through(self):
         status, _, data = self.client.request("GET", "/big/object")

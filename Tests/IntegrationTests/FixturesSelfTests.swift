@@ -32,6 +32,30 @@ struct FixturesSelfTests {
         #expect(stats.paths["/gen/3000000/7"]?.ranges == ["bytes=1048000-1049999"])
     }
 
+    @Test("the fixtures' own Python self-tests pass (moto round trips too when the emulator is configured)")
+    func pythonSelfTests() async throws {
+        let output = FileManager.default.temporaryDirectory
+            .appendingPathComponent("squall-fixture-selftests-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: output) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-m", "unittest", "test_fixtures"]
+        process.currentDirectoryURL = FixtureProcess.fixturesDirectory
+        let log = try FileHandle(forWritingTo: output)
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        let status = try await withCheckedThrowingContinuation {
+            (continuation: CheckedContinuation<Int32, any Error>) in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do { try process.run() } catch { continuation.resume(throwing: error) }
+        }
+        try log.close()
+        let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+        #expect(status == 0, "python3 -m unittest test_fixtures failed:\n\(text)")
+    }
+
     @Test("the fault proxy answers a programmed SlowDown itself and counts it, then lets requests through")
     func proxySlowDownWithoutUpstream() async throws {
         // An upstream nobody listens on: the fault is answered without it, the next request gets 502.
