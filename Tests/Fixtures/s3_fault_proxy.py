@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 COPY_CHUNK = 1 << 20
 MAX_HEAD_LINE = 65536
@@ -49,7 +49,7 @@ class Fault:
         match = spec.get("match") or {}
         if not isinstance(match, dict):
             raise ValueError("\"match\" must be an object")
-        unknown = set(match) - {"method", "path", "path_contains", "query_contains", "query_absent"}
+        unknown = set(match) - {"method", "path", "path_contains", "query_contains", "query_absent", "query_params"}
         if unknown:
             raise ValueError(f"unknown match keys {sorted(unknown)}")
         self.method = match.get("method")
@@ -57,6 +57,9 @@ class Fault:
         self.path_contains = match.get("path_contains")
         self.query_contains = as_list(match.get("query_contains"))
         self.query_absent = as_list(match.get("query_absent"))
+        self.query_params = match.get("query_params") or {}
+        if not isinstance(self.query_params, dict):
+            raise ValueError("\"query_params\" must be an object of parameter names to exact values")
         self.action = spec.get("action")
         if self.action not in ACTIONS:
             raise ValueError(f"action {self.action!r} is not one of {', '.join(ACTIONS)}")
@@ -86,6 +89,10 @@ class Fault:
             return False
         if any(q in query for q in self.query_absent):
             return False
+        if self.query_params:
+            params = dict(parse_qsl(query, keep_blank_values=True))
+            if any(params.get(name) != str(value) for name, value in self.query_params.items()):
+                return False
         return True
 
     def describe(self) -> dict:

@@ -492,6 +492,11 @@ class FaultProxyTests(unittest.TestCase):
         self.assertEqual(stats["methods"]["PUT"], {"requests": 4, "request_bytes": 4000, "response_bytes": stats["methods"]["PUT"]["response_bytes"]})
         self.assertEqual([entry["fault"] for entry in stats["log"]], [None, "503_slowdown", "503_slowdown", None])
 
+    def test_query_params_match_exact_values(self):
+        self.program(match={"method": "PUT", "query_params": {"partNumber": "2"}}, action="500", times="all")
+        statuses = [self.client.request("PUT", f"/b/k?uploadId=u&partNumber={n}", body=b"x")[0] for n in (2, 20, 12)]
+        self.assertEqual(statuses, [500, 200, 200])
+
     def test_skip_500_and_custom_errors(self):
         self.program(match={"method": "GET"}, action="500", skip=1)
         self.program(match={"method": "DELETE"}, action="error", status=400, code="RequestTimeout", times="all")

@@ -271,20 +271,24 @@ struct ProxyFault: Encodable, Sendable {
         var method: String?
         var path: String?
         var pathContains: String?
-        /// Substrings the raw query string must all contain, e.g. `partNumber=2`, `uploadId=`.
+        /// Substrings the raw query string must all contain, e.g. `uploadId=`, `uploads`.
         var queryContains: [String]?
         /// Substrings the raw query string must not contain.
         var queryAbsent: [String]?
+        /// Query parameters that must have exactly these values, e.g. `["partNumber": "2"]`
+        /// (unlike `queryContains: ["partNumber=2"]`, which also matches part 20).
+        var queryParams: [String: String]?
 
         init(
             method: String? = nil, path: String? = nil, pathContains: String? = nil, queryContains: [String]? = nil,
-            queryAbsent: [String]? = nil
+            queryAbsent: [String]? = nil, queryParams: [String: String]? = nil
         ) {
             self.method = method
             self.path = path
             self.pathContains = pathContains
             self.queryContains = queryContains
             self.queryAbsent = queryAbsent
+            self.queryParams = queryParams
         }
 
         enum CodingKeys: String, CodingKey {
@@ -292,6 +296,7 @@ struct ProxyFault: Encodable, Sendable {
             case pathContains = "path_contains"
             case queryContains = "query_contains"
             case queryAbsent = "query_absent"
+            case queryParams = "query_params"
         }
     }
 

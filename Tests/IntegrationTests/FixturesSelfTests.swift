@@ -72,10 +72,24 @@ struct FixturesSelfTests {
         let (_, second) = try await URLSession.shared.data(from: url)
         #expect((second as? HTTPURLResponse)?.statusCode == 502)
 
+        // An exact query parameter match and a custom S3 error, every time.
+        try await proxy.program(
+            fault: ProxyFault(
+                match: .init(method: "GET", queryParams: ["partNumber": "7"]), action: .error, times: nil,
+                status: 403, code: "AccessDenied"))
+        var components = URLComponents(url: url, resolvingAgainstBaseURL: false)!
+        for part in ["7", "7", "17"] {
+            components.queryItems = [URLQueryItem(name: "partNumber", value: part)]
+            let (denied, answer) = try await URLSession.shared.data(from: components.url!)
+            let expected = part == "7" ? 403 : 502
+            #expect((answer as? HTTPURLResponse)?.statusCode == expected, "partNumber=\(part)")
+            if part == "7" { #expect(String(decoding: denied, as: UTF8.self).contains("<Code>AccessDenied</Code>")) }
+        }
+
         let stats = try await proxy.stats()
-        #expect(stats.faultsFired == 1)
-        #expect(stats.methods["GET"]?.requests == 2)
-        #expect(stats.log.map(\.status) == [.code(503), .code(502)])
+        #expect(stats.faultsFired == 3)
+        #expect(stats.methods["GET"]?.requests == 5)
+        #expect(stats.log.map(\.status) == [.code(503), .code(502), .code(403), .code(403), .code(502)])
         #expect(stats.log.first?.fault == "503_slowdown")
     }
 }
