@@ -28,6 +28,15 @@ final class FixtureProcess: @unchecked Sendable {
     private let logFile: URL
     private var stopped = false
 
+    /// A session that never caches: the fixtures' answers carry validators, and a cached answer would hide
+    /// a request from the fixture's statistics.
+    static let session: URLSession = {
+        let configuration = URLSessionConfiguration.ephemeral
+        configuration.urlCache = nil
+        configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
+        return URLSession(configuration: configuration)
+    }()
+
     /// The folder holding the fixture scripts, found from this source file's path.
     static let fixturesDirectory = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent()  // IntegrationTests
@@ -111,7 +120,7 @@ final class FixtureProcess: @unchecked Sendable {
             request.httpBody = body
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let (data, response) = try await Self.session.data(for: request)
         guard let http = response as? HTTPURLResponse else {
             throw FixtureError("\(method) \(path) to \(script.rawValue): not an HTTP response")
         }

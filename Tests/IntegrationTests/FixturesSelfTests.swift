@@ -14,14 +14,14 @@ struct FixturesSelfTests {
         defer { source.stop() }
         let url = source.url(size: 3_000_000, seed: 7)
 
-        let (full, fullResponse) = try await URLSession.shared.data(from: url)
+        let (full, fullResponse) = try await FixtureProcess.session.data(from: url)
         #expect((fullResponse as? HTTPURLResponse)?.statusCode == 200)
         #expect(full.count == 3_000_000)
 
         // Across a 1 MiB block boundary, where the generator's per-block stamp and rotation change.
         var request = URLRequest(url: url)
         request.setValue("bytes=1048000-1049999", forHTTPHeaderField: "Range")
-        let (part, partResponse) = try await URLSession.shared.data(for: request)
+        let (part, partResponse) = try await FixtureProcess.session.data(for: request)
         let http = try #require(partResponse as? HTTPURLResponse)
         #expect(http.statusCode == 206)
         #expect(http.value(forHTTPHeaderField: "Content-Range") == "bytes 1048000-1049999/3000000")
@@ -65,11 +65,11 @@ struct FixturesSelfTests {
             fault: ProxyFault(match: .init(method: "GET", pathContains: "/bucket/"), action: .slowDown))
 
         let url = proxy.baseURL.appendingPathComponent("bucket/key")
-        let (body, response) = try await URLSession.shared.data(from: url)
+        let (body, response) = try await FixtureProcess.session.data(from: url)
         #expect((response as? HTTPURLResponse)?.statusCode == 503)
         #expect(String(decoding: body, as: UTF8.self).contains("<Code>SlowDown</Code>"))
 
-        let (_, second) = try await URLSession.shared.data(from: url)
+        let (_, second) = try await FixtureProcess.session.data(from: url)
         #expect((second as? HTTPURLResponse)?.statusCode == 502)
 
         // An exact query parameter match and a custom S3 error, every time.
@@ -80,7 +80,7 @@ struct FixturesSelfTests {
         var components = URLComponents(url: url, resolvingAgainstBaseURL: false)!
         for part in ["7", "7", "17"] {
             components.queryItems = [URLQueryItem(name: "partNumber", value: part)]
-            let (denied, answer) = try await URLSession.shared.data(from: components.url!)
+            let (denied, answer) = try await FixtureProcess.session.data(from: components.url!)
             let expected = part == "7" ? 403 : 502
             #expect((answer as? HTTPURLResponse)?.statusCode == expected, "partNumber=\(part)")
             if part == "7" { #expect(String(decoding: denied, as: UTF8.self).contains("<Code>AccessDenied</Code>")) }
