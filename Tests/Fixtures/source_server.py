@@ -196,6 +196,7 @@ class Options:
         self.truncate_at = number("truncate_at")
         self.wrong_length = number("wrong_length")
         self.slow_bps = number("slow_bps")
+        self.head_status = number("head_status")
         self.retry_after = self.raw.get("retry_after")
         self.norange = self.raw.get("norange") in ("1", "true", "yes")
         self.no_validators = self.raw.get("no_validators") in ("1", "true", "yes")
@@ -447,6 +448,8 @@ class Handler(BaseHTTPRequestHandler):
             failing_status = options.fail
         elif fault_active and options.status is not None:
             failing_status = options.status
+        elif head and options.head_status is not None:
+            failing_status = options.head_status  # e.g. a presigned GET URL, which refuses HEAD
         if failing_status is not None:
             extra = {}
             if options.retry_after is not None:

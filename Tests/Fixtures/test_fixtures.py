@@ -232,6 +232,10 @@ class SourceServerTests(unittest.TestCase):
         self.assertEqual([self.get("/gen/1000/1?fail=500")[0] for _ in range(2)], [500, 200])  # times=1 by default
         self.assertEqual([self.get("/gen/1000/1?fail=429&times=all")[0] for _ in range(3)], [429] * 3)
 
+    def test_head_status_refuses_head_only(self):
+        self.assertEqual([self.client.request("HEAD", "/gen/10/1?head_status=403")[0] for _ in range(2)], [403, 403])
+        self.assertEqual(self.get("/gen/10/1?head_status=403")[0], 200)
+
     def test_status_is_permanent(self):
         for code in (404, 403, 410, 500):
             self.assertEqual([self.get(f"/gen/1000/1?status={code}")[0] for _ in range(3)], [code] * 3)
