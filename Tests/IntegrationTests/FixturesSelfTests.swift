@@ -40,7 +40,7 @@ struct FixturesSelfTests {
         defer { try? FileManager.default.removeItem(at: output) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-m", "unittest", "test_fixtures"]
+        process.arguments = ["python3", "-B", "-m", "unittest", "test_fixtures"]
         process.currentDirectoryURL = FixtureProcess.fixturesDirectory
         let log = try FileHandle(forWritingTo: output)
         process.standardOutput = log
