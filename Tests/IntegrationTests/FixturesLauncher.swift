@@ -63,7 +63,7 @@ final class FixtureProcess: @unchecked Sendable {
 
         // A fixture that never prints its port is killed, which ends the read below with end-of-file.
         let process = self.process
-        let deadline = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        let deadline = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         DispatchQueue.global().asyncAfter(deadline: .now() + startupTimeout, execute: deadline)
         defer { deadline.cancel() }
 
@@ -75,7 +75,7 @@ final class FixtureProcess: @unchecked Sendable {
         }
         let text = String(decoding: line, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
         guard text.hasPrefix("listening on "), let port = Int(text.dropFirst("listening on ".count)) else {
-            if process.isRunning { process.terminate() }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
             let log = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
             try? FileManager.default.removeItem(at: logFile)

@@ -56,6 +56,15 @@ struct FixturesSelfTests {
         #expect(status == 0, "python3 -m unittest test_fixtures failed:\n\(text)")
     }
 
+    @Test("a fixture that cannot start fails the launcher with the fixture's own error message")
+    func startupFailureIsExplained() throws {
+        let error = #expect(throws: FixtureError.self) {
+            _ = try S3FaultProxyFixture(upstream: URL(string: "https://127.0.0.1:59000")!)
+        }
+        #expect(
+            error?.description.contains("an http://host:port URL is needed") == true, "\(String(describing: error))")
+    }
+
     @Test("the fault proxy answers a programmed SlowDown itself and counts it, then lets requests through")
     func proxySlowDownWithoutUpstream() async throws {
         // An upstream nobody listens on: the fault is answered without it, the next request gets 502.
