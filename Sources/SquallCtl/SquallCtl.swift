@@ -11,7 +11,10 @@ struct SquallCtl: AsyncParsableCommand {
             Connection settings come from the environment (SQUALL_DATABASE_URL, SQUALL_AMQP_URL, \
             SQUALL_S3_*, AWS_*) or from the flags of each subcommand; the flag wins.
             """,
-        subcommands: [ShowConfiguration.self]
+        subcommands: [
+            ShowConfiguration.self, MigrateCommand.self, SubmitCommand.self, StatusCommand.self, JobsCommand.self,
+            ResetFailedCommand.self, CancelCommand.self, NodesCommand.self,
+        ]
     )
 }
 
