@@ -54,7 +54,9 @@ struct BatchPollingTests {
         let waited = ContinuousClock.now - started
         #expect(verdict.exitCode == 2)
         #expect(waited >= .milliseconds(100))
-        #expect(waited < .seconds(2))
+        // Stopped by the timeout, not polling on: at most one poll per interval within it, plus the first.
+        // (Counted, not timed: a loaded machine stretches wall time, never the number of polls.)
+        #expect(script.pollCount <= 4)
     }
 
     @Test("a failed poll is reported and retried, not taken for the batch's failure")
