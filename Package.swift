@@ -22,6 +22,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        // The health/readiness/metrics endpoint: HTTP server, metrics API, Prometheus exposition.
+        // Default traits off: they pull in swift-configuration, which Squall does not use.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C shims: a module map and a header of typed wrappers, nothing else.
@@ -51,6 +56,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -60,22 +68,36 @@ let package = Package(
         .executableTarget(name: "Observer", dependencies: serviceDependencies, swiftSettings: swiftSettings),
         .executableTarget(name: "Collector", dependencies: serviceDependencies, swiftSettings: swiftSettings),
         .executableTarget(name: "SquallCtl", dependencies: serviceDependencies, swiftSettings: swiftSettings),
+        // bench/transport's measuring tool; not a product.
+        .executableTarget(name: "TransportBench", dependencies: serviceDependencies, swiftSettings: swiftSettings),
         // bench/repository's measuring program; not a product, so no image ships it.
         .executableTarget(name: "RepositoryBench", dependencies: ["SquallCore"], swiftSettings: swiftSettings),
 
+        // What the integration and end-to-end tests share: the real servers' settings, the Python
+        // fixtures' launchers, and the built executables as child processes.
+        .target(
+            name: "SquallTestSupport",
+            dependencies: ["SquallCore"],
+            path: "Tests/SquallTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "SquallCoreTests",
-            dependencies: ["SquallCore"],
+            dependencies: [
+                "SquallCore",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SquallCore", "CLibPQ", "CRabbitMQ", "CCurl"],
+            dependencies: ["SquallCore", "SquallTestSupport", "CLibPQ", "CRabbitMQ", "CCurl"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SquallCore"],
+            dependencies: ["SquallCore", "SquallTestSupport", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
     ]

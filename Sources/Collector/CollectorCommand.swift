@@ -15,7 +15,15 @@ struct CollectorCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
-        let (_, logger) = ServiceLauncher.configure(common, role: .collector)
-        try await ServiceLauncher.run([IdleService()], logger: logger)
+        // Metrics first: "starting" (logged by configure) is then only a moment before the signal
+        // handlers are installed, which is what scripts and tests waiting for it rely on.
+        let registry = ServiceLauncher.bootstrapMetrics()
+        // Declares every Squall series now, so /metrics lists them (at 0) before the first job.
+        _ = SquallMetrics()
+        let readiness = ReadinessChecks()
+        let (configuration, logger) = ServiceLauncher.configure(common, role: .collector)
+        let endpoint = ServiceLauncher.healthEndpoint(
+            configuration, readiness: readiness, registry: registry, logger: logger)
+        try await ServiceLauncher.run([IdleService()] + endpoint, logger: logger)
     }
 }

@@ -44,6 +44,11 @@ public struct CommonOptions: ParsableArguments, Sendable {
     public var httpPort: String?
 
     @Option(
+        name: .customLong("http-host"),
+        help: "Address the health and metrics endpoint binds, default 0.0.0.0 (env SQUALL_HTTP_HOST).")
+    public var httpHost: String?
+
+    @Option(
         name: .customLong("node-name"), help: "This node's identity, default host name and pid (env SQUALL_NODE_NAME).")
     public var nodeName: String?
 
@@ -57,6 +62,13 @@ public struct CommonOptions: ParsableArguments, Sendable {
             "1 to allow sources in loopback and private ranges; metadata addresses stay refused (env SQUALL_ALLOW_PRIVATE_SOURCES)."
     )
     public var allowPrivateSources: String?
+
+    @Option(
+        name: .customLong("queue-prefix"),
+        help:
+            "Prefix of every queue and exchange name, empty by default; lets several deployments or tests share one broker (env SQUALL_QUEUE_PREFIX)."
+    )
+    public var queuePrefix: String?
 
     public init() {}
 
@@ -119,6 +131,12 @@ public struct CommonOptions: ParsableArguments, Sendable {
             }
             configuration.httpPort = port == 0 ? nil : port
         }
+        if let (value, setting) = pick(httpHost, "http-host", "SQUALL_HTTP_HOST") {
+            guard !value.isEmpty, value.allSatisfy({ $0.isLetter || $0.isNumber || ".:-".contains($0) }) else {
+                throw ConfigurationError(setting: setting, reason: "\"\(value)\" is not a host name or IP address")
+            }
+            configuration.httpHost = value
+        }
         if let (value, setting) = pick(nodeName, "node-name", "SQUALL_NODE_NAME") {
             guard value.count <= 200, value.allSatisfy({ !$0.isWhitespace && !$0.isNewline }) else {
                 throw ConfigurationError(
@@ -134,6 +152,16 @@ public struct CommonOptions: ParsableArguments, Sendable {
         }
         if let (value, setting) = pick(allowPrivateSources, "allow-private-sources", "SQUALL_ALLOW_PRIVATE_SOURCES") {
             configuration.allowPrivateSources = try Self.flag(value, setting: setting)
+        }
+        if let (value, setting) = pick(queuePrefix, "queue-prefix", "SQUALL_QUEUE_PREFIX") {
+            guard value.count <= 100,
+                value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
+            else {
+                throw ConfigurationError(
+                    setting: setting, reason: "queue prefix \"\(value)\" must be ≤ 100 letters, digits, '.', '_' or '-'"
+                )
+            }
+            configuration.queuePrefix = value
         }
         return configuration
     }

@@ -7,19 +7,28 @@ public struct SquallConfiguration: Sendable, CustomStringConvertible {
     public var amqpURL: AMQPURL?
     public var s3: S3Configuration
     public var httpPort: Int?
+    /// The address the endpoint binds: all interfaces by default (containers), loopback for local runs.
+    public var httpHost: String
     public var nodeName: String
     public var logFormat: LogFormat
     /// Whether sources in loopback and private ranges may be fetched (never link-local/metadata).
     public var allowPrivateSources: Bool
+    /// Prepended to every queue and exchange name (see ``Topology``); empty in a normal deployment.
+    public var queuePrefix: String = ""
+
+    /// The broker names this configuration uses.
+    public var topology: Topology { Topology(prefix: queuePrefix) }
 
     public init(
         databaseURL: DatabaseURL? = nil, amqpURL: AMQPURL? = nil, s3: S3Configuration = S3Configuration(),
-        httpPort: Int? = nil, nodeName: String, logFormat: LogFormat = .text, allowPrivateSources: Bool = false
+        httpPort: Int? = nil, httpHost: String = "0.0.0.0", nodeName: String, logFormat: LogFormat = .text,
+        allowPrivateSources: Bool = false
     ) {
         self.databaseURL = databaseURL
         self.amqpURL = amqpURL
         self.s3 = s3
         self.httpPort = httpPort
+        self.httpHost = httpHost
         self.nodeName = nodeName
         self.logFormat = logFormat
         self.allowPrivateSources = allowPrivateSources
@@ -50,9 +59,11 @@ public struct SquallConfiguration: Sendable, CustomStringConvertible {
             "s3.path-style=\(s3.pathStyle)",
             "s3.credentials=\(s3.credentials.map(String.init(describing:)) ?? "none")",
             "http-port=\(httpPort.map(String.init) ?? "off")",
+            "http-host=\(httpHost)",
             "node=\(nodeName)",
             "log-format=\(logFormat.rawValue)",
             "allow-private-sources=\(allowPrivateSources)",
+            "queue-prefix=\(queuePrefix.isEmpty ? "none" : queuePrefix)",
         ].joined(separator: " ")
     }
 }

@@ -1,6 +1,9 @@
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
+import Synchronization
 
 /// What every service executable does in `main` before its own work: configuration, logging, identity.
 public enum ServiceLauncher {
@@ -29,12 +32,41 @@ public enum ServiceLauncher {
         return (configuration, logger)
     }
 
+    /// Makes swift-metrics record into a Prometheus registry and returns it, for ``healthEndpoint(_:readiness:registry:logger:)``.
+    ///
+    /// Call once, in `main` (swift-metrics allows one bootstrap per process); later calls return the
+    /// same registry. Tests never call it: they pass their own `PrometheusCollectorRegistry`.
+    public static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        bootstrappedRegistry.withLock { registry in
+            if let registry { return registry }
+            let created = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: created))
+            registry = created
+            return created
+        }
+    }
+
+    private static let bootstrappedRegistry = Mutex<PrometheusCollectorRegistry?>(nil)
+
+    /// The health/readiness/metrics endpoint as a service to run, or none when `httpPort` is off.
+    public static func healthEndpoint(
+        _ configuration: SquallConfiguration, readiness: ReadinessChecks, registry: PrometheusCollectorRegistry,
+        logger: Logger
+    ) -> [any Service] {
+        guard let port = configuration.httpPort else { return [] }
+        return [
+            HealthEndpoint(
+                configuration: .init(host: configuration.httpHost, port: port), readiness: readiness,
+                registry: registry, logger: logger)
+        ]
+    }
+
     /// Runs `services` until SIGTERM or SIGINT, then shuts them down gracefully within `gracePeriod`.
     public static func run(
         _ services: [any Service], gracePeriod: Duration = .seconds(25), logger: Logger
     ) async throws {
         var configuration = ServiceGroupConfiguration(
-            services: services.map { .init(service: $0) },
+            services: ([RunningMarker(logger: logger)] + services).map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             cancellationSignals: [],
             logger: logger)
@@ -42,6 +74,20 @@ public enum ServiceLauncher {
         let group = ServiceGroup(configuration: configuration)
         try await group.run()
         logger.info("stopped")
+    }
+}
+
+/// Logs "running" once the service group has trapped SIGTERM and SIGINT and started its services.
+///
+/// ServiceGroup installs its signal handlers before it starts any service, so this line is the
+/// moment from which a signal means a graceful shutdown; before it, SIGTERM kills the process with
+/// the default action. Scripts and tests that signal a service wait for this line, not "starting".
+struct RunningMarker: Service {
+    let logger: Logger
+
+    func run() async throws {
+        logger.info("running")
+        try? await gracefulShutdown()
     }
 }
 

@@ -13,12 +13,12 @@ enum ServiceEnvironment {
     static var required: Bool { environment["SQUALL_REQUIRE_SERVICES"] == "1" }
 
     /// Whether tests needing `variables` should run: they are set, or servers are required.
-    static func available(_ variables: String...) -> Bool {
-        required || variables.allSatisfy { !(environment[$0] ?? "").isEmpty }
+    static func shouldRun(needing variables: [String], in environment: [String: String] = environment) -> Bool {
+        environment["SQUALL_REQUIRE_SERVICES"] == "1" || variables.allSatisfy { !(environment[$0] ?? "").isEmpty }
     }
 
     /// The value of `variable`, or a failure explaining how to start the servers.
-    static func value(_ variable: String) throws -> String {
+    static func value(_ variable: String, in environment: [String: String] = environment) throws -> String {
         guard let value = environment[variable], !value.isEmpty else {
             throw MissingService(variable: variable)
         }
@@ -39,7 +39,7 @@ extension Trait where Self == ConditionTrait {
         .enabled(
             if: ServiceEnvironment.required
                 || variables.allSatisfy { !(ServiceEnvironment.environment[$0] ?? "").isEmpty },
-            "skipped: \(variables.joined(separator: ", ")) not set (run scripts/services up, or set SQUALL_REQUIRE_SERVICES=1 to fail instead)"
+            "\(variables.joined(separator: ", ")) not set (run scripts/services up, or set SQUALL_REQUIRE_SERVICES=1 to fail instead)"
         )
     }
 }

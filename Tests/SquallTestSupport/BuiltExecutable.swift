@@ -28,7 +28,7 @@ struct BuiltExecutable {
     func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         let process = try start(arguments, environment: environment)
         process.process.waitUntilExit()
-        return (process.process.terminationStatus, process.output)
+        return (process.process.terminationStatus, process.outputToEnd())
     }
 
     func start(_ arguments: [String] = [], environment: [String: String] = [:]) throws -> RunningProcess {
@@ -69,6 +69,17 @@ final class RunningProcess: @unchecked Sendable {
     var output: String {
         lock.lock()
         defer { lock.unlock() }
+        return String(decoding: collected, as: UTF8.self)
+    }
+
+    /// Everything the process wrote, once it has exited: the readability handler may not have seen the
+    /// last chunk yet, so stop it and read the pipe to its end.
+    func outputToEnd() -> String {
+        pipe.fileHandleForReading.readabilityHandler = nil
+        let rest = pipe.fileHandleForReading.readDataToEndOfFile()
+        lock.lock()
+        defer { lock.unlock() }
+        collected.append(rest)
         return String(decoding: collected, as: UTF8.self)
     }
 

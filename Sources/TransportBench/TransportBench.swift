@@ -1,0 +1,76 @@
+import Foundation
+import Logging
+import SquallCore
+
+/// Measures the transport for `bench/transport`: confirmed publishes per second (batched confirms,
+/// and one confirm per message), and consume-and-ack per second. Prints one JSON object.
+///
+/// Usage: transport-bench AMQP_URL PREFIX MESSAGES BATCH PREFETCH ACK_EVERY SINGLE_MESSAGES
+@main
+struct TransportBench {
+    static func main() async throws {
+        let arguments = CommandLine.arguments
+        guard arguments.count == 8, let messages = Int(arguments[3]), let batch = Int(arguments[4]),
+            let prefetch = Int(arguments[5]), let ackEvery = Int(arguments[6]), let single = Int(arguments[7])
+        else {
+            FileHandle.standardError.write(
+                Data("usage: transport-bench AMQP_URL PREFIX MESSAGES BATCH PREFETCH ACK_EVERY SINGLE\n".utf8))
+            exit(2)
+        }
+        var logger = Logger(label: "squall.bench.transport")
+        logger.logLevel = .warning
+        let topology = Topology(prefix: arguments[2])
+        let broker = Broker(
+            configuration: Broker.Configuration(url: try AMQPURL(parsing: arguments[1]), topology: topology),
+            logger: logger)
+        try await broker.start()
+        let queue = topology.jobs
+        let body = Data((0..<1024).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+
+        // Batched confirms: publish `batch` messages, wait for every confirm, repeat.
+        var clock = ContinuousClock.now
+        var sent = 0
+        while sent < messages {
+            let count = min(batch, messages - sent)
+            try await broker.publishBatch(
+                Array(repeating: OutgoingMessage(body: body, destination: .queue(queue)), count: count))
+            sent += count
+        }
+        let publishSeconds = seconds(since: clock)
+
+        // Consume with prefetch, acking every `ackEvery` deliveries at once.
+        clock = .now
+        var received = 0
+        let deliveries = try await broker.consume(queue: queue, prefetch: prefetch)
+        for try await delivery in deliveries {
+            received += 1
+            if received % ackEvery == 0 || received == messages { try await delivery.ack(multiple: true) }
+            if received == messages { break }
+        }
+        let consumeSeconds = seconds(since: clock)
+        deliveries.cancel()
+
+        // One confirm per message: publish, wait, publish…
+        clock = .now
+        for _ in 0..<single {
+            try await broker.publish(body, to: .queue(queue))
+        }
+        let singleSeconds = seconds(since: clock)
+
+        await broker.shutdown()
+        let result: [String: Double] = [
+            "messages": Double(messages),
+            "publish_per_second": Double(messages) / publishSeconds,
+            "consume_per_second": Double(messages) / consumeSeconds,
+            "single_messages": Double(single),
+            "single_publish_per_second": Double(single) / singleSeconds,
+        ]
+        let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+        print(String(decoding: json, as: UTF8.self))
+    }
+
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let (seconds, attoseconds) = start.duration(to: .now).components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
