@@ -102,9 +102,10 @@ public struct ManifestParser: Sendable {
     public mutating func read(line rawLine: Substring) -> ManifestEntry? {
         lineNumber += 1
         var line = rawLine
-        if line.last == "\r" { line = line.dropLast() }
+        // Byte tests, not Character ones: a million lines must not pay for grapheme breaking.
+        if line.utf8.last == UInt8(ascii: "\r") { line = line.dropLast() }
         if lineNumber == 1, line.hasPrefix("\u{FEFF}") { line = line.dropFirst() }
-        if line.allSatisfy({ $0 == " " || $0 == "\t" }) { return nil }
+        if line.utf8.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) { return nil }
 
         if format == nil {
             if line.first == "{" {
@@ -200,17 +201,31 @@ public struct ManifestParser: Sendable {
         }
         func optional(_ index: Int?) -> String? {
             guard let index else { return nil }
-            let value = values[index].trimmingCharacters(in: .whitespaces)
+            let value = Self.trimmed(values[index])
             return value.isEmpty ? nil : value
         }
         return Fields(
-            source: values[columns.source].trimmingCharacters(in: .whitespaces),
-            destination: values[columns.destination].trimmingCharacters(in: .whitespaces),
+            source: Self.trimmed(values[columns.source]), destination: Self.trimmed(values[columns.destination]),
             priority: optional(columns.priority), sha256: optional(columns.sha256))
+    }
+
+    /// The field without surrounding white space; Foundation's trimming only when an end is not
+    /// plain ASCII, which is rare and slow.
+    private static func trimmed(_ value: String) -> String {
+        guard let first = value.utf8.first, let last = value.utf8.last else { return value }
+        func plain(_ byte: UInt8) -> Bool { byte > 0x20 && byte < 0x7f }
+        if plain(first) && plain(last) { return value }
+        return value.trimmingCharacters(in: .whitespaces)
     }
 
     /// Splits one CSV line; fields quoted with `"` may hold commas and `""` for a quote.
     private mutating func splitCSV(_ line: Substring) -> [String]? {
+        // Most lines quote nothing: split their bytes on commas.
+        if !line.utf8.contains(UInt8(ascii: "\"")) {
+            return line.utf8.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map {
+                String(Substring($0))
+            }
+        }
         var fields: [String] = []
         var field = ""
         var quoted = false
@@ -352,10 +367,10 @@ public struct ManifestParser: Sendable {
     static func sourceProblem(_ source: String) -> String? {
         guard !source.isEmpty else { return "source is empty" }
         guard source.utf8.count <= 8192 else { return "source is longer than 8192 bytes" }
-        guard !source.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        guard !hasControlCharacter(source) else {
             return "source \"\(source.debugDescription.dropFirst().dropLast())\" holds control characters"
         }
-        guard let schemeEnd = source.range(of: "://") else {
+        guard let schemeEnd = schemeSeparator(in: source) else {
             // A local path, as `aws s3 cp` allows.
             return nil
         }
@@ -363,9 +378,15 @@ public struct ManifestParser: Sendable {
         let rest = source[schemeEnd.upperBound...]
         switch scheme {
         case "http", "https":
-            let host = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-            guard !host.isEmpty, !host.hasPrefix(":") else { return "source \"\(source)\": the host is missing" }
-            guard !source.contains(" ") else { return "source \"\(source)\": URLs cannot contain spaces" }
+            let host = rest.utf8.prefix {
+                $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#")
+            }
+            guard !host.isEmpty, host.first != UInt8(ascii: ":") else {
+                return "source \"\(source)\": the host is missing"
+            }
+            guard !source.utf8.contains(UInt8(ascii: " ")) else {
+                return "source \"\(source)\": URLs cannot contain spaces"
+            }
             return nil
         case "s3":
             return s3Problem(source, role: "source")
@@ -374,9 +395,40 @@ public struct ManifestParser: Sendable {
         }
     }
 
+    /// Whether `text` holds a Unicode control character (general category Cc); ASCII text is
+    /// checked byte by byte, which is what a million-line manifest mostly is.
+    private static func hasControlCharacter(_ text: String) -> Bool {
+        var ascii = true
+        for byte in text.utf8 {
+            if byte < 0x20 || byte == 0x7f { return true }
+            if byte >= 0x80 { ascii = false }
+        }
+        return !ascii && text.unicodeScalars.contains { $0.properties.generalCategory == .control }
+    }
+
+    /// The range of the first `://` in `text`, found in its bytes (the separator is ASCII).
+    private static func schemeSeparator(in text: String) -> Range<String.Index>? {
+        let bytes = text.utf8
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            if bytes[index] == UInt8(ascii: ":") {
+                let slash = bytes.index(after: index)
+                if slash < bytes.endIndex, bytes[slash] == UInt8(ascii: "/") {
+                    let second = bytes.index(after: slash)
+                    if second < bytes.endIndex, bytes[second] == UInt8(ascii: "/") {
+                        return index..<bytes.index(after: second)
+                    }
+                }
+            }
+            index = bytes.index(after: index)
+        }
+        return nil
+    }
+
     static func destinationProblem(_ destination: String) -> String? {
         guard !destination.isEmpty else { return "destination is empty" }
-        guard destination.lowercased().hasPrefix("s3://") else {
+        let scheme = destination.utf8.prefix(5).map { (65...90).contains($0) ? $0 | 0x20 : $0 }
+        guard scheme.elementsEqual("s3://".utf8) else {
             return "destination \"\(destination)\" is not s3://bucket/key"
         }
         return s3Problem(destination, role: "destination")
@@ -434,7 +486,8 @@ private struct DestinationKey: Hashable, Sendable {
     let low: UInt64
 
     init(_ destination: String) {
-        let digest = SHA256.hash(data: Data(destination.utf8))
+        var destination = destination
+        let digest = destination.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
         var high: UInt64 = 0
         var low: UInt64 = 0
         for (index, byte) in digest.enumerated() where index < 16 {
