@@ -7,11 +7,28 @@ import Foundation
 /// in a database of its own, dropped at the end.
 @main
 struct RepositoryBench {
+    /// One line of the table: what was measured, against which target, and by how much it was met.
     struct Row {
         var measure: String
-        var result: String
         var target: String
-        var met: Bool?
+        var measured: String
+        /// Measured ÷ target for rates, target ÷ measured for times: below 1 is a missed target.
+        var ratio: Double?
+
+        init(measure: String, target: String, measured: String, ratio: Double?) {
+            self.measure = measure
+            self.target = target
+            self.measured = measured
+            self.ratio = ratio
+        }
+
+        /// A rate that must reach `atLeast`.
+        init(measure: String, rate: Double, unit: String, atLeast: Double) {
+            self.init(
+                measure: measure, target: "≥ \(RepositoryBench.formatted(atLeast)) \(unit)",
+                measured: "\(RepositoryBench.formatted(rate)) \(unit)",
+                ratio: rate / atLeast)
+        }
     }
 
     static func main() async throws {
@@ -85,9 +102,11 @@ struct RepositoryBench {
         precondition(submitted?.jobCount == Int64(jobCount))
         rows.append(
             Row(
-                measure: "submit \(formatted(Double(jobCount))) jobs (CSV → parse/validate → COPY)",
-                result: String(format: "%.1f s (%@ jobs/s)", seconds(submitTime), formatted(rate(jobCount, submitTime))),
-                target: "< 30 s", met: seconds(submitTime) < 30))
+                measure: "submit \(formatted(Double(jobCount))) jobs (CSV file → parse/validate → COPY)",
+                target: "< 30 s",
+                measured: String(
+                    format: "%.1f s (%@ jobs/s)", seconds(submitTime), formatted(rate(jobCount, submitTime))),
+                ratio: 30 / seconds(submitTime)))
 
         // Status at a million jobs.
         rows.append(try await statusRow(repository, label: "after submit", jobCount: jobCount, clock: clock))
@@ -105,7 +124,7 @@ struct RepositoryBench {
         rows.append(
             Row(
                 measure: "claim, 1 claimer (\(claimSize) per claim, \(formatted(Double(claimed.count))) jobs)",
-                result: "\(formatted(singleRate)) jobs/s", target: "≥ 20,000 jobs/s", met: singleRate >= 20_000))
+                rate: singleRate, unit: "jobs/s", atLeast: 20_000))
 
         // Claim, four claimers on four connections.
         let fourTarget = min(400_000, jobCount * 2 / 5)
@@ -131,7 +150,7 @@ struct RepositoryBench {
         rows.append(
             Row(
                 measure: "claim, 4 claimers (\(claimSize) per claim, \(formatted(Double(fourClaimed))) jobs)",
-                result: "\(formatted(fourRate)) jobs/s", target: "≥ 20,000 jobs/s", met: fourRate >= 20_000))
+                rate: fourRate, unit: "jobs/s", atLeast: 20_000))
 
         // Progress, batched: first packet of each job (queued → running, audit event), then a second.
         let batchSize = 1000
@@ -139,7 +158,8 @@ struct RepositoryBench {
         func progress(_ jobs: ArraySlice<JobMessage>, at ms: Int64) -> [ProgressPacket] {
             jobs.map {
                 ProgressPacket(
-                    jobID: $0.jobID, attempt: $0.attempt, node: "bench-consumer", timestamp: Timestamp(milliseconds: ms),
+                    jobID: $0.jobID, attempt: $0.attempt, node: "bench-consumer",
+                    timestamp: Timestamp(milliseconds: ms),
                     bytesDone: ms * 1000, bytesTotal: 10_000_000, bytesPerSecond: 1e6, phase: .transferring)
             }
         }
@@ -158,8 +178,7 @@ struct RepositoryBench {
             Row(
                 measure:
                     "progress, batched (\(batchSize) per transaction, one UPDATE … FROM unnest, \(formatted(Double(applied))) packets)",
-                result: "\(formatted(progressRate)) packets/s", target: "≥ 20,000 packets/s",
-                met: progressRate >= 20_000))
+                rate: progressRate, unit: "packets/s", atLeast: 20_000))
 
         // Progress, one UPDATE per packet in autocommit: the naive path, for the ratio.
         let naiveJobs = progressJobs.prefix(10_000)
@@ -173,11 +192,11 @@ struct RepositoryBench {
         rows.append(
             Row(
                 measure: "progress, one UPDATE per packet in autocommit (\(formatted(Double(naiveApplied))) packets)",
-                result: "\(formatted(naiveRate)) packets/s", target: "—", met: nil))
+                target: "(baseline)", measured: "\(formatted(naiveRate)) packets/s", ratio: nil))
         rows.append(
             Row(
-                measure: "batched ÷ one-by-one", result: String(format: "%.1f×", ratio), target: "≥ 10×",
-                met: ratio >= 10))
+                measure: "progress, batched ÷ one UPDATE per packet", target: "≥ 10×",
+                measured: String(format: "%.1f×", ratio), ratio: ratio / 10))
 
         // Results, batched.
         let resultJobs = Array(claimed.prefix(100_000))
@@ -198,10 +217,12 @@ struct RepositoryBench {
         let resultRate = rate(settled, resultTime)
         rows.append(
             Row(
-                measure: "results, batched (\(batchSize) per transaction, audit events, \(formatted(Double(settled))) results)",
-                result: "\(formatted(resultRate)) results/s", target: "≥ 10,000 results/s", met: resultRate >= 10_000))
+                measure:
+                    "results, batched (\(batchSize) per transaction, audit events, \(formatted(Double(settled))) results)",
+                rate: resultRate, unit: "results/s", atLeast: 10_000))
 
-        rows.append(try await statusRow(repository, label: "after claims and applies", jobCount: jobCount, clock: clock))
+        rows.append(
+            try await statusRow(repository, label: "after claims and applies", jobCount: jobCount, clock: clock))
         await repository.close()
         return rows
     }
@@ -219,17 +240,19 @@ struct RepositoryBench {
         let worst = seconds(samples.last!) * 1000
         return Row(
             measure: "status of the \(formatted(Double(jobCount)))-job batch, \(label) (median of 21)",
-            result: String(format: "%.1f ms (max %.1f ms)", median, worst), target: "< 100 ms", met: median < 100)
+            target: "< 100 ms", measured: String(format: "%.1f ms (max %.1f ms)", median, worst),
+            ratio: 100 / median)
     }
 
     static func table(_ rows: [Row], jobCount: Int) -> String {
         var lines = [
-            "| measure | result | target | |",
-            "|---|---|---|---|",
+            "| measure | target | measured | ratio | |",
+            "|---|---|---|---|---|",
         ]
         for row in rows {
-            let verdict = row.met.map { $0 ? "met" : "**missed**" } ?? ""
-            lines.append("| \(row.measure) | \(row.result) | \(row.target) | \(verdict) |")
+            let ratio = row.ratio.map { String(format: "%.2f", $0) } ?? "—"
+            let verdict = row.ratio.map { $0 >= 1 ? "met" : "**missed**" } ?? ""
+            lines.append("| \(row.measure) | \(row.target) | \(row.measured) | \(ratio) | \(verdict) |")
         }
         return lines.joined(separator: "\n")
     }
