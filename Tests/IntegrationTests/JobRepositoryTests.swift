@@ -1,5 +1,5 @@
 import Foundation
-import SquallCore
+@_spi(Benchmark) import SquallCore
 import Testing
 
 @testable import SquallTestSupport
@@ -173,6 +173,28 @@ struct JobRepositoryTests {
     }
 
     // MARK: Packets
+
+    @Test("the pipelined one-by-one path keeps the guards: each statement applies only a newer packet")
+    func pipelinedOneByOneKeepsGuards() async throws {
+        try await TestDatabase.withRepository { repository, _ in
+            _ = try await repository.submit(batchName: "pl", manifest: .text(csvManifest(count: 3)))
+            let jobs = try await repository.claim(limit: 3, lease: .seconds(60)).sorted { $0.jobID < $1.jobID }
+            var stale = ProgressPacket.make(jobs[2], at: 500, bytes: 7)
+            stale.attempt = jobs[2].attempt - 1
+            let packets: [ProgressPacket] = [
+                .make(jobs[0], at: 100, bytes: 10), .make(jobs[0], at: 90, bytes: 9),
+                .make(jobs[1], at: 100, bytes: 11),
+                .make(jobs[1], at: 200, bytes: 22), stale,
+            ]
+            let applied = try await repository.applyProgressOneByOnePipelined(packets, lease: .seconds(60))
+            #expect(applied == 3)
+            let rows = try await repository.jobs(batch: "pl")
+            #expect(rows.map(\.bytesDone) == [10, 22, 0])
+            #expect(rows.map(\.state) == [.running, .running, .queued])
+            // The connection is usable afterwards, outside pipeline mode.
+            #expect(try await repository.status(batch: "pl")[0].count(.running) == 2)
+        }
+    }
 
     @Test("progress moves a queued job to running and forward only, for its current attempt")
     func progressGuards() async throws {

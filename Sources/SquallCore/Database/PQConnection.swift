@@ -165,18 +165,79 @@ actor PQConnection {
     /// Runs a prepared statement with text parameters (`nil` is SQL NULL).
     func query(_ statement: PQStatement, _ values: [String?]) throws(PostgresError) -> PQRows {
         let connection = try connection(for: statement.name)
-        if !prepared.contains(statement.name) {
-            let result = PQprepare(connection, statement.name, statement.sql, 0, nil)
-            defer { PQclear(result) }
-            try check(result, connection, statement: statement.name)
-            prepared.insert(statement.name)
-        }
+        try prepare(statement, on: connection)
         let result = Self.withCStrings(values) { pointers in
             PQexecPrepared(connection, statement.name, Int32(values.count), pointers, nil, nil, 0)
         }
         defer { PQclear(result) }
         try check(result, connection, statement: statement.name)
         return PQRows(result!)
+    }
+
+    /// Runs one prepared statement per parameter list in libpq's pipeline mode, each in its own
+    /// implicit transaction (a sync after each): every statement of a chunk is sent before any
+    /// result is read, so a chunk costs one round trip instead of one per statement, while each
+    /// statement still commits on its own. Returns the rows each statement touched, in order.
+    ///
+    /// Not retried on a broken connection; the caller decides (statements may have committed).
+    func pipelined(
+        _ statement: PQStatement, _ valueLists: [[String?]], chunk: Int = 500
+    ) throws(PostgresError) -> [Int] {
+        precondition(!inTransaction, "a pipeline of autocommit statements cannot run inside a transaction")
+        let connection = try connection(for: statement.name)
+        try prepare(statement, on: connection)
+        guard PQenterPipelineMode(connection) == 1 else { throw failure(connection, statement: statement.name) }
+        var affected: [Int] = []
+        affected.reserveCapacity(valueLists.count)
+        do throws(PostgresError) {
+            for start in stride(from: 0, to: valueLists.count, by: chunk) {
+                let lists = valueLists[start..<min(start + chunk, valueLists.count)]
+                for values in lists {
+                    let sent = Self.withCStrings(values) { pointers in
+                        PQsendQueryPrepared(connection, statement.name, Int32(values.count), pointers, nil, nil, 0)
+                    }
+                    guard sent == 1, PQpipelineSync(connection) == 1 else {
+                        throw failure(connection, statement: statement.name)
+                    }
+                }
+                // Per statement: its result, a null, then the sync's own result (no null after it).
+                var firstError: PostgresError?
+                var syncs = 0
+                var nulls = 0
+                while syncs < lists.count {
+                    guard let result = PQgetResult(connection) else {
+                        nulls += 1
+                        if nulls > 1 || PQstatus(connection) != CONNECTION_OK {
+                            throw failure(connection, statement: statement.name)
+                        }
+                        continue
+                    }
+                    nulls = 0
+                    defer { PQclear(result) }
+                    switch PQresultStatus(result) {
+                    case PGRES_PIPELINE_SYNC: syncs += 1
+                    case PGRES_COMMAND_OK, PGRES_TUPLES_OK:
+                        affected.append(Int(String(cString: PQcmdTuples(result))) ?? 0)
+                    default:
+                        do { try check(result, connection, statement: statement.name) } catch {
+                            if firstError == nil { firstError = error }
+                        }
+                        affected.append(0)
+                    }
+                }
+                if let firstError { throw firstError }
+            }
+        } catch {
+            if PQstatus(connection) == CONNECTION_OK, PQexitPipelineMode(connection) == 1 { throw error }
+            drop()
+            throw error
+        }
+        guard PQexitPipelineMode(connection) == 1 else {
+            let error = failure(connection, statement: statement.name)
+            drop()
+            throw error
+        }
+        return affected
     }
 
     /// Runs constant SQL text that takes no parameters, possibly several statements (migrations,
@@ -255,6 +316,15 @@ actor PQConnection {
             Thread.sleep(
                 forTimeInterval: Double(delay.components.attoseconds) / 1e18 + Double(delay.components.seconds))
         }
+    }
+
+    /// Prepares `statement` under its name once per connection.
+    private func prepare(_ statement: PQStatement, on connection: OpaquePointer) throws(PostgresError) {
+        guard !prepared.contains(statement.name) else { return }
+        let result = PQprepare(connection, statement.name, statement.sql, 0, nil)
+        defer { PQclear(result) }
+        try check(result, connection, statement: statement.name)
+        prepared.insert(statement.name)
     }
 
     private func drop() {
