@@ -135,6 +135,18 @@ public enum Migrations {
                 -- the statement that changes that very job. Jobs are never deleted.
                 ALTER TABLE job_events DROP CONSTRAINT IF EXISTS job_events_job_id_fkey;
                 """),
+        Step(
+            version: 3, name: "progress updates without index writes",
+            sql: """
+                -- A progress packet of a running job changes its bytes, timestamp and lease, not its state.
+                -- With no index on the lease and room left on each page, such an update is a HOT update:
+                -- a new row version on the same page and no index entry at all, where it wrote three.
+                -- Rescue now reads the in-flight rows in id order and checks their leases; there are as
+                -- many as the jobs in the broker window and in transfer, not as many as the table.
+                ALTER TABLE jobs SET (fillfactor = 80);
+                DROP INDEX jobs_lease;
+                CREATE INDEX jobs_in_flight ON jobs (id) WHERE state IN ('queued', 'running');
+                """),
     ]
 
     /// Applies every step not yet recorded; returns the versions this call applied.
