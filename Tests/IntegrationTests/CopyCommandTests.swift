@@ -73,6 +73,48 @@ struct CopyCommandTests {
     }
 }
 
+/// How `squallctl cp` shows progress: a bar redrawn in place on a terminal, plain lines in a pipe.
+@Suite("squallctl cp: progress output", .needs("SQUALL_S3_ENDPOINT"), .timeLimit(.minutes(3)))
+struct CopyCommandProgressTests {
+    @Test("in a pipe, progress is plain periodic lines on standard error, without carriage returns")
+    func plainLinesInAPipe() async throws {
+        try await TransferRig.with("plain") { rig in
+            let url = rig.source.url(size: 12 * MiB, seed: 62, parameters: ["slow_bps": "\(4 * MiB)"]).absoluteString
+            let (status, output) = try await SquallCtlProcess.run([
+                "cp", url, "s3://\(rig.bucket.name)/plain.bin", "--progress-interval", "0.5",
+            ])
+            #expect(status == 0, "\(output)")
+            let lines = output.split(separator: "\n").filter { $0.hasPrefix("copied ") }
+            #expect(lines.count >= 2, "\(output)")
+            #expect(lines.allSatisfy { $0.contains("/12.0 MiB (") && $0.contains("elapsed") }, "\(output)")
+            #expect(!output.contains("\r"))
+        }
+    }
+
+    @Test("on a terminal, progress is one bar redrawn in place, and the summary starts on its own line")
+    func barOnATerminal() async throws {
+        try await TransferRig.with("tty") { rig in
+            let url = rig.source.url(size: 12 * MiB, seed: 63, parameters: ["slow_bps": "\(4 * MiB)"]).absoluteString
+            let command = try [SquallCtlProcess.executable().path, "cp", url, "s3://\(rig.bucket.name)/tty.bin"]
+                .map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+            // script(1) gives the child a pseudo-terminal and copies what it writes.
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+            process.arguments = ["-q", "-e", "-c", command, "/dev/null"]
+            process.environment = SquallCtlProcess.environment
+            let child = SquallCtlChild(process: process)
+            try process.run()
+            let status = try await child.waitForExit(timeout: .seconds(60))
+            let output = child.outputToEnd()
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("\r["), "no bar redrawn with a carriage return: \(output.debugDescription)")
+            #expect(output.contains("\u{1B}[K"))
+            #expect(output.contains("%  "))
+            #expect(output.contains("\ndone: ") || output.contains("\r\ndone: "), "\(output.debugDescription)")
+        }
+    }
+}
+
 /// Issue #5 point 5: a transfer killed with SIGKILL halfway resumes from the parts already uploaded.
 @Suite("squallctl cp: resume after the process is killed", .needs("SQUALL_S3_ENDPOINT"), .timeLimit(.minutes(5)))
 struct CopyCommandResumeTests {
