@@ -176,6 +176,10 @@ struct Copy: Sendable {
                 if let problem = reader.lastProblem {
                     throw Restart(reason: "source_changed", detail: "\(request.source): \(problem)")
                 }
+                if reply.status == 416 {
+                    // The bytes continued from are past the real end: the declared length was wrong.
+                    throw Restart(reason: "short_body", detail: "\(request.source): the range asked is past its end")
+                }
                 switch RetryPolicy.judge(reply, what: "GET \(request.source)") {
                 case .success:
                     reader.finish()
