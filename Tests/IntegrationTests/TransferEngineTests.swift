@@ -1,0 +1,655 @@
+import Foundation
+import SquallCore
+import Testing
+
+@testable import SquallTestSupport
+
+private let MiB = TransferRig.mebibyte
+
+/// The transfer engine against the S3 emulator, the HTTP source fixture and the S3 fault proxy,
+/// through its public API only (issue #5). Every stored object is read back in full and its SHA-256
+/// compared with the fixture's: moto checks neither signatures nor checksums.
+@Suite("Transfer engine: shapes, byte-exact results", .needs("SQUALL_S3_ENDPOINT"), .timeLimit(.minutes(3)))
+struct TransferEngineTests {
+    @Test("an object smaller than one part goes as a single PUT, byte-exact, with its SHA-256 reported")
+    func smallObjectIsOnePut() async throws {
+        try await TransferRig.with("single", proxy: true) { rig in
+            let size = 3 * MiB + 17
+            let (report, _) = try await rig.copy(rig.http(size: size, seed: 1), to: "small.bin")
+            let expected = try await rig.source.sha256(size: size, seed: 1)
+            #expect(report.outcome == .done)
+            #expect(report.bytes == Int64(size))
+            #expect(report.sha256 == expected)
+            #expect(report.bytesFetched == Int64(size))
+            try await rig.expectStored("small.bin", size: size, seed: 1)
+
+            let log = try await rig.proxyLog("small.bin")
+            #expect(log.filter(\.isSinglePut).count == 1, "\(log.map { "\($0.method) ?\($0.query)" })")
+            #expect(!log.contains { $0.isCreateUpload || $0.isUploadPart })
+        }
+    }
+
+    @Test("a larger object goes as a multipart upload of part-size parts, byte-exact")
+    func largeObjectIsMultipart() async throws {
+        try await TransferRig.with("multipart", proxy: true) { rig in
+            let size = 23 * MiB + 12345  // five parts, the last one short
+            let (report, _) = try await rig.copy(rig.http(size: size, seed: 2), to: "dir/large.bin")
+            #expect(report.outcome == .done)
+            #expect(report.bytes == Int64(size))
+            #expect(report.sha256 == (try await rig.source.sha256(size: size, seed: 2)))
+            try await rig.expectStored("dir/large.bin", size: size, seed: 2)
+
+            let log = try await rig.proxyLog("dir/large.bin")
+            let parts = log.filter(\.isUploadPart)
+            #expect(log.filter(\.isCreateUpload).count == 1)
+            #expect(Set(parts.compactMap(\.partNumber)) == Set(1...5))
+            #expect(parts.filter { $0.status == .code(200) }.map(\.requestBytes).reduce(0, +) == size)
+            #expect(log.filter(\.isComplete).count == 1)
+            #expect(try await rig.bucket.incompleteUploads().isEmpty)
+        }
+    }
+
+    @Test("an object of exactly one part and an empty object are stored exactly")
+    func edgeSizes() async throws {
+        try await TransferRig.with("edges") { rig in
+            _ = try await rig.copy(rig.http(size: 5 * MiB, seed: 3), to: "one-part.bin")
+            try await rig.expectStored("one-part.bin", size: 5 * MiB, seed: 3)
+            let (empty, _) = try await rig.copy(rig.http(size: 0, seed: 3), to: "empty.bin")
+            #expect(empty.bytes == 0)
+            #expect(empty.sha256 == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+            try await rig.expectStored("empty.bin", size: 0, seed: 3)
+        }
+    }
+
+    @Test("a source without a length (chunked) is streamed in parts and stored exactly, large or small")
+    func unknownLength() async throws {
+        try await TransferRig.with("chunked") { rig in
+            let size = 17 * MiB + 3
+            let (report, _) = try await rig.copy(rig.http(size: size, seed: 4, chunked: true), to: "chunked.bin")
+            #expect(report.bytes == Int64(size))
+            try await rig.expectStored("chunked.bin", size: size, seed: 4)
+
+            _ = try await rig.copy(rig.http(size: 100_000, seed: 4, chunked: true), to: "chunked-small.bin")
+            try await rig.expectStored("chunked-small.bin", size: 100_000, seed: 4)
+        }
+    }
+
+    @Test("the whole object's SHA-256 is stored as object metadata")
+    func sha256Metadata() async throws {
+        try await TransferRig.with("metadata") { rig in
+            for (key, size) in [("single.bin", 2 * MiB), ("multi.bin", 11 * MiB)] {
+                let (report, _) = try await rig.copy(rig.http(size: size, seed: 5), to: key)
+                let headers = try #require(try await rig.bucket.head(key))
+                let metadata = headers.filter { $0.key.hasPrefix("x-amz-meta-") }
+                #expect(metadata.values.contains(report.sha256), "\(key): metadata \(metadata)")
+            }
+        }
+    }
+
+    @Test("local files and S3 objects work as sources, and local files as destinations")
+    func localAndS3Locations() async throws {
+        try await TransferRig.with("locations") { rig in
+            let size = 7 * MiB + 5
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("squall-cp-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: folder) }
+            let expected = try await rig.source.sha256(size: size, seed: 6)
+
+            // http → local file
+            let downloaded = folder.appendingPathComponent("downloaded.bin").path
+            let (result, _) = try await rig.run(
+                TransferRequest(source: rig.http(size: size, seed: 6), destination: .file(path: downloaded)))
+            #expect(try result.get().sha256 == expected)
+            #expect(try LocalFile.sha256(downloaded) == expected)
+
+            // local file → S3
+            _ = try await rig.copy(.file(path: downloaded), to: "from-file.bin")
+            try await rig.expectStored("from-file.bin", size: size, seed: 6)
+
+            // S3 → S3
+            _ = try await rig.copy(rig.bucket.location("from-file.bin"), to: "from-s3.bin")
+            try await rig.expectStored("from-s3.bin", size: size, seed: 6)
+
+            // S3 → local file
+            let back = folder.appendingPathComponent("back.bin").path
+            let (backResult, _) = try await rig.run(
+                TransferRequest(source: rig.bucket.location("from-s3.bin"), destination: .file(path: back)))
+            #expect(try backResult.get().bytes == Int64(size))
+            #expect(try LocalFile.sha256(back) == expected)
+        }
+    }
+
+    @Test("progress comes at a bounded rate, never goes backwards, and ends at the object's size")
+    func progressIsBounded() async throws {
+        try await TransferRig.with("progress") { rig in
+            let size = 16 * MiB
+            var options = TransferRig.options
+            options.progressInterval = .milliseconds(250)
+            let started = ContinuousClock.now
+            let (_, events) = try await rig.copy(
+                rig.http(size: size, seed: 7, ["slow_bps": "\(8 * MiB)"]), to: "progress.bin", options: options)
+            let elapsed = ContinuousClock.now - started
+            let progress = events.progress
+            #expect(progress.count >= 3, "a 2 s transfer with a 250 ms interval reported \(progress.count) times")
+            #expect(Double(progress.count) <= elapsed / .milliseconds(250) + 2)
+            let done = progress.map(\.progress.bytesDone)
+            #expect(done == done.sorted())
+            #expect(progress.allSatisfy { $0.progress.bytesTotal == Int64(size) })
+            #expect(done.last.map { $0 <= Int64(size) } ?? false)
+            // The last event may come at once when the transfer ends; the others keep the interval.
+            let throttled = progress.dropLast()
+            for pair in zip(throttled, throttled.dropFirst()) {
+                #expect(
+                    pair.1.at - pair.0.at >= .milliseconds(200), "two progress events \(pair.1.at - pair.0.at) apart")
+            }
+        }
+    }
+}
+
+@Suite("Transfer engine: retries, resume and giving up", .needs("SQUALL_S3_ENDPOINT"), .timeLimit(.minutes(3)))
+struct TransferEngineRetryTests {
+    @Test("a download reset mid-body resumes with a Range request where it stopped, and the object is exact")
+    func downloadResumesAfterReset() async throws {
+        try await TransferRig.with("resume") { rig in
+            let size = 20 * MiB
+            let (_, events) = try await rig.copy(
+                rig.http(size: size, seed: 10, ["reset_at": "3000000"]), to: "resumed.bin")
+            try await rig.expectStored("resumed.bin", size: size, seed: 10)
+            let stats = try await rig.source.stats()
+            let path = try #require(stats.paths["/gen/\(size)/10"])
+            // The engine's HEAD meets the fault too (it counts per method): at least the GET's reset fired.
+            #expect(path.faults >= 1, "the reset never fired")
+            #expect(!events.retries.isEmpty)
+            // A restart from zero costs size + 3,000,000 bytes; a resume less.
+            #expect(path.bytes < size + 3_000_000, "served \(path.bytes) bytes for a \(size)-byte object")
+            #expect(
+                path.ranges.contains { $0.hasPrefix("bytes=") && !$0.hasPrefix("bytes=0-") },
+                "ranges asked: \(path.ranges)")
+        }
+    }
+
+    @Test("a reset download from a source without Range support restarts and is still exact")
+    func downloadRestartsWithoutRange() async throws {
+        try await TransferRig.with("restart") { rig in
+            let size = 12 * MiB
+            _ = try await rig.copy(
+                rig.http(size: size, seed: 11, ["reset_at": "3000000", "norange": "1"]), to: "restarted.bin")
+            try await rig.expectStored("restarted.bin", size: size, seed: 11)
+        }
+    }
+
+    @Test("a short body and a Content-Length larger than the body are retried and end exact")
+    func shortBodies() async throws {
+        try await TransferRig.with("short") { rig in
+            let size = 8 * MiB
+            _ = try await rig.copy(rig.http(size: size, seed: 12, ["truncate_at": "1000000"]), to: "truncated.bin")
+            try await rig.expectStored("truncated.bin", size: size, seed: 12)
+            _ = try await rig.copy(
+                rig.http(size: size, seed: 13, ["wrong_length": "\(size + 1000)"]), to: "wrong-length.bin")
+            try await rig.expectStored("wrong-length.bin", size: size, seed: 13)
+        }
+    }
+
+    @Test("a stalled download is noticed by the low-speed limit, retried, and the object is exact")
+    func stalledDownload() async throws {
+        try await TransferRig.with("stall") { rig in
+            var options = TransferRig.options
+            options.lowSpeedLimit = 100_000
+            options.lowSpeedTime = .seconds(2)
+            let size = 8 * MiB
+            let started = ContinuousClock.now
+            // At byte 0 of the body, so socket buffers cannot hide the stall from libcurl's speed check.
+            let (_, events) = try await rig.copy(
+                rig.http(size: size, seed: 24, ["stall_at": "0", "stall_s": "30"]), to: "stalled.bin", options: options)
+            #expect(ContinuousClock.now - started < .seconds(25), "the 30 s stall was waited out")
+            #expect(!events.retries.isEmpty)
+            try await rig.expectStored("stalled.bin", size: size, seed: 24)
+        }
+    }
+
+    @Test("an S3 source whose GET is reset mid-response is resumed or restarted, and the copy is exact")
+    func s3SourceResetMidResponse() async throws {
+        try await TransferRig.with("s3src", proxy: true) { rig in
+            let size = 12 * MiB
+            _ = try await rig.copy(rig.http(size: size, seed: 25), to: "original.bin")
+            let proxy = try #require(rig.proxy)
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: .init(method: "GET", path: "/\(rig.bucket.name)/original.bin"), action: .resetMidResponse,
+                    times: 1, bytes: 3_000_000))
+            _ = try await rig.copy(rig.bucket.location("original.bin"), to: "copy.bin")
+            try await rig.expectStored("copy.bin", size: size, seed: 25)
+            #expect(try await proxy.stats().faultsFired == 1)
+        }
+    }
+
+    @Test("a source answering 503 twice is retried and the third attempt succeeds")
+    func source503ThenSuccess() async throws {
+        try await TransferRig.with("src503") { rig in
+            let size = 6 * MiB
+            let (_, events) = try await rig.copy(
+                rig.http(size: size, seed: 14, ["fail": "503", "times": "2"]), to: "after-503.bin")
+            try await rig.expectStored("after-503.bin", size: size, seed: 14)
+            #expect(events.retries.count >= 2, "\(events.retries)")
+            let path = try await rig.source.stats().paths["/gen/\(size)/14"]
+            #expect(path?.statuses["503"] ?? 0 >= 2)
+        }
+    }
+
+    @Test("S3 SlowDown on a part is retried and the object is exact")
+    func slowDownThenSuccess() async throws {
+        try await TransferRig.with("slowdown", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: .init(method: "PUT", queryParams: ["partNumber": "2"]), action: .slowDown, times: 2))
+            let size = 16 * MiB
+            let (_, events) = try await rig.copy(rig.http(size: size, seed: 15), to: "slowdown.bin")
+            try await rig.expectStored("slowdown.bin", size: size, seed: 15)
+            let part2 = try await rig.proxyLog("slowdown.bin").filter { $0.partNumber == 2 }
+            #expect(part2.map(\.status) == [.code(503), .code(503), .code(200)])
+            #expect(events.retries.count >= 2, "\(events.retries)")
+        }
+    }
+
+    @Test("a connection reset in the middle of a part upload is retried and the object is exact")
+    func resetMidPart() async throws {
+        try await TransferRig.with("resetpart", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: .init(method: "PUT", queryParams: ["partNumber": "3"]), action: .resetMidBody, times: 1))
+            let size = 16 * MiB
+            _ = try await rig.copy(rig.http(size: size, seed: 16), to: "reset-part.bin")
+            try await rig.expectStored("reset-part.bin", size: size, seed: 16)
+            let part3 = try await rig.proxyLog("reset-part.bin").filter { $0.partNumber == 3 }
+            #expect(part3.first?.status == .other("reset"))
+            #expect(part3.last?.status == .code(200))
+        }
+    }
+
+    @Test("a 200 carrying an <Error> on CompleteMultipartUpload is a failure, retried, and the object is exact")
+    func completeWith200Error() async throws {
+        try await TransferRig.with("complete200", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: .init(method: "POST", queryContains: ["uploadId="]), action: .complete200Error, times: 1))
+            let size = 11 * MiB
+            _ = try await rig.copy(rig.http(size: size, seed: 17), to: "complete.bin")
+            try await rig.expectStored("complete.bin", size: size, seed: 17)
+            #expect(try await rig.proxyLog("complete.bin").filter(\.isComplete).count == 2)
+            #expect(try await rig.bucket.incompleteUploads().isEmpty)
+        }
+    }
+
+    @Test("an S3 part that keeps failing gives up after maxAttempts and aborts the multipart upload")
+    func giveUpAbortsUpload() async throws {
+        try await TransferRig.with("giveup", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: .init(method: "PUT", queryParams: ["partNumber": "2"]), action: .slowDown, times: nil))
+            var options = TransferRig.options
+            options.maxAttempts = 3
+            let (error, events) = try await rig.failure(
+                rig.http(size: 16 * MiB, seed: 18), to: "giveup.bin", options: options)
+            #expect(!error.isPermanent, "\(error)")
+            let log = try await rig.proxyLog("giveup.bin")
+            #expect(
+                log.filter { $0.partNumber == 2 }.count == 3,
+                "part 2 tried \(log.filter { $0.partNumber == 2 }.count) times")
+            #expect(log.contains { $0.isAbort }, "no AbortMultipartUpload sent")
+            #expect(events.retries.count == 2)
+            try await rig.expectNothingLeft("giveup.bin")
+        }
+    }
+
+    @Test("a CompleteMultipartUpload that always answers 200 with an <Error> fails and leaves no upload")
+    func completeAlwaysFails() async throws {
+        try await TransferRig.with("completefail", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: .init(method: "POST", queryContains: ["uploadId="]), action: .complete200Error, times: nil))
+            var options = TransferRig.options
+            options.maxAttempts = 2
+            let (error, _) = try await rig.failure(
+                rig.http(size: 11 * MiB, seed: 19), to: "never.bin", options: options)
+            #expect(!error.isPermanent, "\(error)")
+            try await rig.expectNothingLeft("never.bin")
+        }
+    }
+
+    @Test("a source that keeps answering 503 gives up after maxAttempts and stores nothing")
+    func sourceGivesUp() async throws {
+        try await TransferRig.with("srcgiveup") { rig in
+            var options = TransferRig.options
+            options.maxAttempts = 3
+            let size = 12 * MiB
+            let (error, _) = try await rig.failure(
+                rig.http(size: size, seed: 20, ["fail": "503", "times": "all"]), to: "src-giveup.bin", options: options)
+            #expect(!error.isPermanent, "\(error)")
+            // A HEAD first is fine (it has its own 503s); what matters is that the attempts are bounded.
+            let path = try #require(try await rig.source.stats().paths["/gen/\(size)/20"])
+            #expect(
+                path.requests >= 3 && path.requests <= 3 * (options.concurrency + 1),
+                "\(path.requests) requests (\(path.methods)) for maxAttempts 3")
+            #expect(path.statuses.keys.allSatisfy { $0 == "503" }, "\(path.statuses)")
+            try await rig.expectNothingLeft("src-giveup.bin")
+        }
+    }
+
+    @Test("a source answering 404 fails at once: permanent, one request, no retry, nothing stored")
+    func notFoundFailsAtOnce() async throws {
+        try await TransferRig.with("notfound") { rig in
+            let size = 12 * MiB
+            let started = ContinuousClock.now
+            let (error, events) = try await rig.failure(
+                rig.http(size: size, seed: 21, ["status": "404"]), to: "missing.bin")
+            #expect(ContinuousClock.now - started < .seconds(3))
+            #expect(error.isPermanent)
+            #expect(error.code.contains("404"), "\(error)")
+            #expect(events.retries.isEmpty)
+            // One GET (and at most one HEAD before it), never a second try.
+            let path = try #require(try await rig.source.stats().paths["/gen/\(size)/21"])
+            #expect((path.methods["GET"] ?? 0) <= 1 && (path.methods["HEAD"] ?? 0) <= 1, "\(path.methods)")
+            try await rig.expectNothingLeft("missing.bin")
+        }
+    }
+
+    @Test("403 and 410 from a source and a missing S3 source object are permanent too")
+    func otherPermanentErrors() async throws {
+        try await TransferRig.with("permanent") { rig in
+            for status in ["403", "410"] {
+                let (error, events) = try await rig.failure(
+                    rig.http(size: MiB, seed: 22, ["status": status]), to: "p\(status).bin")
+                #expect(error.isPermanent && error.code.contains(status), "\(error)")
+                #expect(events.retries.isEmpty)
+            }
+            let (error, events) = try await rig.failure(rig.bucket.location("no-such-key"), to: "copy.bin")
+            #expect(error.isPermanent, "\(error)")
+            #expect(events.retries.isEmpty)
+            try await rig.expectNothingLeft("copy.bin")
+        }
+    }
+
+    @Test("AccessDenied from S3 on a part fails at once and aborts the upload")
+    func accessDeniedIsPermanent() async throws {
+        try await TransferRig.with("denied", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: .init(method: "PUT", queryParams: ["partNumber": "1"]), action: .error, times: nil,
+                    status: 403, code: "AccessDenied", message: "Access Denied"))
+            let (error, events) = try await rig.failure(rig.http(size: 11 * MiB, seed: 23), to: "denied.bin")
+            #expect(error.isPermanent, "\(error)")
+            #expect(events.retries.isEmpty)
+            #expect(try await rig.proxyLog("denied.bin").filter { $0.partNumber == 1 }.count == 1)
+            try await rig.expectNothingLeft("denied.bin")
+        }
+    }
+}
+
+@Suite("Transfer engine: integrity and idempotence", .needs("SQUALL_S3_ENDPOINT"), .timeLimit(.minutes(3)))
+struct TransferEngineIntegrityTests {
+    @Test("a matching expected SHA-256 lets the transfer complete")
+    func expectedSHA256Matches() async throws {
+        try await TransferRig.with("shaok") { rig in
+            let size = 11 * MiB
+            let expected = try await rig.source.sha256(size: size, seed: 30)
+            _ = try await rig.copy(rig.http(size: size, seed: 30), to: "ok.bin", expectedSHA256: expected)
+            try await rig.expectStored("ok.bin", size: size, seed: 30)
+        }
+    }
+
+    @Test(
+        "an expected SHA-256 mismatch fails permanently before completing: no object, no upload left",
+        arguments: [2 * MiB, 12 * MiB])
+    func expectedSHA256Mismatch(size: Int) async throws {
+        try await TransferRig.with("shabad") { rig in
+            let other = try await rig.source.sha256(size: size, seed: 99)
+            let (error, _) = try await rig.failure(
+                rig.http(size: size, seed: 31), to: "bad.bin", expectedSHA256: other)
+            #expect(error.isPermanent)
+            #expect(error.code.contains("mismatch") || error.code.contains("checksum"), "\(error)")
+            try await rig.expectNothingLeft("bad.bin")
+        }
+    }
+
+    @Test("a second transfer of the same bytes is skipped: nothing fetched from the source, nothing uploaded")
+    func skipWhenPresent() async throws {
+        try await TransferRig.with("skip", proxy: true) { rig in
+            let size = 11 * MiB
+            let first = try await rig.copy(rig.http(size: size, seed: 32), to: "twice.bin").report
+            #expect(first.outcome == .done)
+            try await rig.source.reset()
+            try await rig.proxy?.reset()
+
+            let second = try await rig.copy(rig.http(size: size, seed: 32), to: "twice.bin").report
+            #expect(second.outcome == .skipped)
+            #expect(second.bytesFetched == 0)
+            #expect(second.bytes == Int64(size))
+            #expect(second.sha256 == first.sha256)
+            #expect(try await rig.source.stats().bytes("/gen/\(size)/32") == 0)
+            let log = try await rig.proxyLog("twice.bin")
+            #expect(!log.contains { $0.method == "PUT" || $0.method == "POST" }, "\(log.map(\.method))")
+            try await rig.expectStored("twice.bin", size: size, seed: 32)
+        }
+    }
+
+    @Test("an existing object with other bytes of the same size is replaced, not skipped")
+    func differentBytesAreNotSkipped() async throws {
+        try await TransferRig.with("replace") { rig in
+            let size = 2 * MiB
+            try await rig.bucket.put("same-size.bin", Data(repeating: 0x5A, count: size))
+            let (report, _) = try await rig.copy(rig.http(size: size, seed: 33), to: "same-size.bin")
+            #expect(report.outcome == .done)
+            try await rig.expectStored("same-size.bin", size: size, seed: 33)
+        }
+    }
+
+    @Test("with createOnly, an existing object with other bytes is left alone and the transfer fails")
+    func createOnlyKeepsExisting() async throws {
+        try await TransferRig.with("createonly") { rig in
+            let size = 2 * MiB
+            let existing = Data(repeating: 0x42, count: size)
+            try await rig.bucket.put("kept.bin", existing)
+            var options = TransferRig.options
+            options.createOnly = true
+            _ = try await rig.failure(rig.http(size: size, seed: 34), to: "kept.bin", options: options)
+            let stored = try await rig.bucket.readBack("kept.bin")
+            #expect(stored?.sha256 == LocalFile.sha256(existing))
+        }
+    }
+}
+
+/// Address vetting. This machine has a default route, so an address the engine failed to refuse would
+/// really be contacted: every test that names a metadata address first checks, on loopback spellings
+/// (which stay on this machine), that the engine vets connected addresses at all, and skips the rest
+/// with a recorded issue when it does not. Private ranges other than loopback are not tried for that reason.
+@Suite("Transfer engine: address safety (SSRF)", .needs("SQUALL_S3_ENDPOINT"), .timeLimit(.minutes(3)))
+struct TransferEngineSafetyTests {
+    /// Refused before any byte moves: permanent, `address_refused`, quickly (no connect timeout waited out).
+    @discardableResult
+    static func expectRefused(
+        _ rig: TransferRig, _ url: String, allowPrivate: Bool, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> Bool {
+        var options = TransferRig.options
+        options.allowPrivateSources = allowPrivate
+        let started = ContinuousClock.now
+        let (result, _) = try await rig.run(
+            TransferRequest(source: .http(url), destination: rig.bucket.location("refused.bin")), options: options)
+        guard case .failure(let error) = result else {
+            Issue.record("\(url) was fetched, not refused", sourceLocation: sourceLocation)
+            return false
+        }
+        TransferRig.expectNoSecret(in: error, sourceLocation: sourceLocation)
+        #expect(error.isPermanent, "\(url): \(error)", sourceLocation: sourceLocation)
+        #expect(error.code == "address_refused", "\(url): \(error)", sourceLocation: sourceLocation)
+        #expect(
+            ContinuousClock.now - started < .seconds(4), "\(url) took long to refuse", sourceLocation: sourceLocation)
+        try await rig.expectNothingLeft("refused.bin", sourceLocation: sourceLocation)
+        return error.code == "address_refused"
+    }
+
+    /// Whether the engine refuses loopback by its numeric spellings (no request reaches the fixture):
+    /// the precondition for trying addresses that would leave this machine.
+    static func vetsAddresses(_ rig: TransferRig) async throws -> Bool {
+        let port = rig.source.process.port
+        var refused = true
+        for url in ["http://2130706433:\(port)/gen/1024/1", "http://[::ffff:127.0.0.1]:\(port)/gen/1024/1"] {
+            refused = try await expectRefused(rig, url, allowPrivate: false) && refused
+        }
+        refused = try await rig.source.stats().requests == 0 && refused
+        if !refused {
+            Issue.record(
+                "the engine does not vet loopback spellings: metadata addresses not tried, they would be contacted")
+        }
+        return refused
+    }
+
+    @Test("a redirect to the metadata address is refused, even with private sources allowed")
+    func redirectToMetadata() async throws {
+        try await TransferRig.with("ssrf") { rig in
+            guard try await Self.vetsAddresses(rig) else { return }
+            let url = rig.source.redirectURL(to: "http://169.254.169.254/latest/meta-data/").absoluteString
+            try await Self.expectRefused(rig, url, allowPrivate: true)
+            #expect(try await rig.source.stats().paths["/redirect"]?.requests == 1)
+        }
+    }
+
+    @Test("metadata and link-local addresses are refused however they are spelled, private sources allowed")
+    func metadataSpellings() async throws {
+        try await TransferRig.with("ssrf") { rig in
+            guard try await Self.vetsAddresses(rig) else { return }
+            for url in [
+                "http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/latest/",
+                "http://[::ffff:a9fe:a9fe]/", "http://2852039166/", "http://[fd00:ec2::254]/latest/",
+                "http://169.254.1.1/",
+            ] {
+                try await Self.expectRefused(rig, url, allowPrivate: true)
+            }
+        }
+    }
+
+    @Test("loopback sources are refused by default however they are spelled, and no request is sent")
+    func loopbackRefusedByDefault() async throws {
+        try await TransferRig.with("ssrf") { rig in
+            let port = rig.source.process.port
+            for url in [
+                "http://127.0.0.1:\(port)/gen/1024/1", "http://localhost:\(port)/gen/1024/1",
+                "http://2130706433:\(port)/gen/1024/1", "http://0x7f000001:\(port)/gen/1024/1",
+                "http://127.1:\(port)/gen/1024/1", "http://[::ffff:127.0.0.1]:\(port)/gen/1024/1",
+                "http://[::ffff:7f00:1]:\(port)/gen/1024/1", "http://[::1]:\(port)/gen/1024/1",
+                "http://127.0.0.2:\(port)/gen/1024/1",
+            ] {
+                try await Self.expectRefused(rig, url, allowPrivate: false)
+            }
+            #expect(try await rig.source.stats().requests == 0)
+        }
+    }
+
+    @Test("a loopback source is fetched when private sources are allowed")
+    func loopbackAllowed() async throws {
+        try await TransferRig.with("ssrf") { rig in
+            _ = try await rig.copy(rig.http(size: 1024, seed: 40), to: "allowed.bin")
+            try await rig.expectStored("allowed.bin", size: 1024, seed: 40)
+        }
+    }
+
+    @Test("a redirect to another scheme is refused and redirects are followed a bounded number of times")
+    func redirectLimits() async throws {
+        try await TransferRig.with("ssrf") { rig in
+            for target in ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1/x", "dict://127.0.0.1/x"] {
+                let (error, _) = try await rig.failure(
+                    .http(rig.source.redirectURL(to: target).absoluteString), to: "scheme.bin")
+                #expect(error.isPermanent, "\(target): \(error)")
+            }
+            _ = try await rig.copy(
+                .http(rig.source.baseURL.absoluteString + "/hops/3/gen/1024/41"), to: "three-hops.bin")
+            try await rig.expectStored("three-hops.bin", size: 1024, seed: 41)
+            let (error, _) = try await rig.failure(
+                .http(rig.source.baseURL.absoluteString + "/hops/9/gen/1024/41"), to: "nine-hops.bin")
+            #expect(error.isPermanent, "\(error)")
+            try await rig.expectNothingLeft("nine-hops.bin")
+        }
+    }
+
+    @Test("schemes other than http, https and s3 are refused by name when parsed")
+    func unsupportedSchemes() {
+        for text in ["ftp://h/f", "gopher://h/", "dict://h/", "ldap://h/", "scp://h/f"] {
+            #expect(throws: TransferError.self) { try TransferLocation.parse(text) }
+            #expect((try? TransferLocation.parse(text)) == nil)
+        }
+    }
+}
+
+@Suite("Transfer engine: cancellation", .needs("SQUALL_S3_ENDPOINT"), .timeLimit(.minutes(3)))
+struct TransferEngineCancellationTests {
+    @Test("cancelling the task mid-transfer returns promptly with `cancelled` and leaves no upload behind")
+    func cancelMidTransfer() async throws {
+        try await TransferRig.with("cancel") { rig in
+            let size = 40 * MiB
+            let engine = try rig.engine()
+            let recorder = EventRecorder()
+            let request = TransferRequest(
+                source: rig.http(size: size, seed: 50, ["slow_bps": "\(4 * MiB)"]),
+                destination: rig.bucket.location("cancelled.bin"))
+            let task = Task { () -> Result<TransferReport, TransferError> in
+                do throws(TransferError) {
+                    return .success(try await engine.transfer(request, events: recorder.record))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            // Past two parts, so a multipart upload exists to be aborted.
+            let deadline = ContinuousClock.now + .seconds(20)
+            while recorder.bytesDone < Int64(12 * MiB), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(recorder.bytesDone >= Int64(12 * MiB), "no progress past 12 MiB in 20 s")
+            let cancelled = ContinuousClock.now
+            task.cancel()
+            let result = await task.value
+            #expect(ContinuousClock.now - cancelled < .seconds(5), "took \(ContinuousClock.now - cancelled) to stop")
+            #expect(throws: TransferError.cancelled) { try result.get() }
+            try await rig.expectNothingLeft("cancelled.bin")
+        }
+    }
+
+    @Test("a task cancelled before it starts does not transfer")
+    func cancelledBeforeStart() async throws {
+        try await TransferRig.with("cancel") { rig in
+            let engine = try rig.engine()
+            let request = TransferRequest(
+                source: rig.http(size: MiB, seed: 51), destination: rig.bucket.location("never.bin"))
+            let task = Task { () -> Result<TransferReport, TransferError> in
+                withUnsafeCurrentTask { $0?.cancel() }
+                do throws(TransferError) { return .success(try await engine.transfer(request)) } catch {
+                    return .failure(error)
+                }
+            }
+            let result = await task.value
+            #expect(throws: TransferError.cancelled) { try result.get() }
+            try await rig.expectNothingLeft("never.bin")
+        }
+    }
+}
+
+/// Reading and hashing local files in tests.
+enum LocalFile {
+    static func sha256(_ path: String) throws -> String {
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        var hasher = SHA256Hasher()
+        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(chunk) }
+        return hasher.hex()
+    }
+
+    static func sha256(_ data: Data) -> String {
+        var hasher = SHA256Hasher()
+        hasher.update(data)
+        return hasher.hex()
+    }
+}
