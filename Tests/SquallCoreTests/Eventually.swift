@@ -2,7 +2,7 @@
 ///
 /// Timing tests assert on events, not on fixed sleeps: the pool they run on is shared with other
 /// suites on a 2-core machine, so a fixed 100 ms sleep may see nothing happen yet.
-func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws -> Bool {
+func eventually(timeout: Duration = .seconds(30), _ condition: () -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         if ContinuousClock.now >= deadline { return false }
