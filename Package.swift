@@ -87,7 +87,8 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SquallCore"],
+            // CRabbitMQ: deleting a test's queues afterwards, which the Broker API does not offer.
+            dependencies: ["SquallCore", "CRabbitMQ"],
             swiftSettings: swiftSettings
         ),
     ]

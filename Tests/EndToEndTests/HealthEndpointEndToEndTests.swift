@@ -27,6 +27,9 @@ struct HealthEndpointEndToEndTests {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// Nothing listens on port 1: the services start, and keep trying to connect.
+    static let unreachableBroker = "amqp://squall:secret@127.0.0.1:1/%2F"
+
     func get(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
         let url = URL(string: "http://127.0.0.1:\(port)\(path)")!
         let (data, response) = try await URLSession.shared.data(from: url)
@@ -39,17 +42,25 @@ struct HealthEndpointEndToEndTests {
         arguments: ExecutableTests.services)
     func servesAndStops(executable: String) async throws {
         let port = try Self.freePort()
+        // A broker that cannot be reached: the Consumer needs a URL to start, and shows it not ready.
         let process = try BuiltExecutable(executable).start(
-            ["--http-port", "\(port)", "--http-host", "127.0.0.1"], environment: ["SQUALL_LOG_FORMAT": "json"])
+            ["--http-port", "\(port)", "--http-host", "127.0.0.1"],
+            environment: ["SQUALL_LOG_FORMAT": "json", "SQUALL_AMQP_URL": Self.unreachableBroker])
         _ = try await process.waitForOutput(containing: "http endpoint listening", timeout: .seconds(20))
 
         let health = try await get(port, "/healthz")
         #expect(health.status == 200)
         #expect(health.body == "ok\n")
-        // No dependency is wired yet, so no check can fail: ready, with an empty list of checks.
         let ready = try await get(port, "/readyz")
-        #expect(ready.status == 200)
-        #expect(ready.body.contains(#""ready":true"#))
+        if executable == "squall-consumer" {
+            // Its broker is unreachable: not ready, and the body says why.
+            #expect(ready.status == 503)
+            #expect(ready.body.contains(#""failing":["broker","consuming"]"#), "\(ready.body)")
+        } else {
+            // No dependency is wired yet, so no check can fail: ready, with an empty list of checks.
+            #expect(ready.status == 200)
+            #expect(ready.body.contains(#""ready":true"#))
+        }
         let metrics = try await get(port, "/metrics")
         #expect(metrics.status == 200)
         for series in ["# TYPE squall_jobs_published_total counter", #"squall_jobs_settled_total{outcome="done"} 0"#] {
@@ -66,7 +77,8 @@ struct HealthEndpointEndToEndTests {
 
     @Test("without --http-port no endpoint is started")
     func offByDefault() async throws {
-        let process = try BuiltExecutable("squall-consumer").start(environment: ["SQUALL_LOG_FORMAT": "json"])
+        let process = try BuiltExecutable("squall-consumer").start(
+            environment: ["SQUALL_LOG_FORMAT": "json", "SQUALL_AMQP_URL": Self.unreachableBroker])
         let output = try await process.waitForOutput(containing: "\"message\":\"running\"", timeout: .seconds(20))
         #expect(output.contains("http-port=off"))
         process.signal(SIGTERM)

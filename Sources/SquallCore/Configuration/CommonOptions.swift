@@ -63,6 +63,13 @@ public struct CommonOptions: ParsableArguments, Sendable {
     )
     public var allowPrivateSources: String?
 
+    @Option(
+        name: .customLong("topology-prefix"),
+        help:
+            "Prefix of every queue and exchange name, empty by default; tests use it to share a broker (env SQUALL_TOPOLOGY_PREFIX)."
+    )
+    public var topologyPrefix: String?
+
     public init() {}
 
     /// Merges flags over `environment` and validates every value, naming the flag or variable at fault.
@@ -145,6 +152,15 @@ public struct CommonOptions: ParsableArguments, Sendable {
         }
         if let (value, setting) = pick(allowPrivateSources, "allow-private-sources", "SQUALL_ALLOW_PRIVATE_SOURCES") {
             configuration.allowPrivateSources = try Self.flag(value, setting: setting)
+        }
+        if let (value, setting) = pick(topologyPrefix, "topology-prefix", "SQUALL_TOPOLOGY_PREFIX") {
+            guard value.count <= 100,
+                value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
+            else {
+                throw ConfigurationError(
+                    setting: setting, reason: "prefix \"\(value)\" may hold only letters, digits, '.', '_' and '-'")
+            }
+            configuration.topologyPrefix = value
         }
         return configuration
     }
