@@ -82,7 +82,10 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SquallCore", "CLibPQ", "CRabbitMQ", "CCurl"],
+            dependencies: [
+                "SquallCore", "CLibPQ", "CRabbitMQ", "CCurl",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
