@@ -91,7 +91,7 @@ struct ConsumerEndToEndTests {
         await harness.close()
     }
 
-    @Test("/readyz reports the broker connected and the consumer in place")
+    @Test("/readyz reports the broker connected and the consumer in place; /metrics counts jobs consumed")
     func readiness() async throws {
         let harness = try await ConsumerHarness()
         let port = try HealthEndpointEndToEndTests.freePort()
@@ -99,6 +99,11 @@ struct ConsumerEndToEndTests {
         let ready = try await HealthEndpointEndToEndTests().get(port, "/readyz")
         #expect(ready.status == 200)
         #expect(ready.body.contains(#""passing":["broker","consuming"]"#), "\(ready.body)")
+        try await harness.publish([harness.job(1, source: "ftp://h/1", destination: "/tmp/x")])
+        try await harness.eventually("a result") { !harness.resultPackets.isEmpty }
+        let metrics = try await HealthEndpointEndToEndTests().get(port, "/metrics")
+        #expect(metrics.body.contains("squall_jobs_consumed_total 1"), "\(metrics.body)")
+        #expect(metrics.body.contains("squall_jobs_in_flight 0"), "\(metrics.body)")
         consumer.signal(SIGTERM)
         #expect(try await consumer.waitForExit(timeout: .seconds(10)) == 0)
         await harness.close()

@@ -181,7 +181,8 @@ public final class ConsumerService: Service, Sendable {
                 "transfer \(report.outcome.rawValue)", metadata: ["transfer.bytes": "\(report.bytes)"])
         case .error(let error):
             jobLogger.info(
-                "transfer failed", metadata: ["error.code": "\(error.code)", "error.message": "\(error.message)"])
+                error == .cancelled ? "transfer stopped" : "transfer failed",
+                metadata: ["error.code": "\(error.code)", "error.message": "\(error.message)"])
         }
         await perform(finished, for: key)
     }
