@@ -16,13 +16,13 @@ import Testing
 /// while colleagues' tests run it would hit theirs too, and in CI, where this suite runs alone, a
 /// private broker is just as cheap (about 20 s to start) and leaves the default one untouched.
 @Suite(
-    "Consumer: a transfer longer than consumer_timeout",
+    "Consumer on a private broker: consumer_timeout, broker restart",
     .serialized,
     .enabled(
         if: ProcessInfo.processInfo.environment["SQUALL_REQUIRE_SERVICES"] == "1"
             || !(ProcessInfo.processInfo.environment["SQUALL_AMQP_URL"] ?? "").isEmpty,
         "skipped: the servers are not set up (run scripts/services up)"))
-struct ConsumerTimeoutDisruptiveTests {
+struct ConsumerPrivateBrokerDisruptiveTests {
     static let amqpPort = 56920
 
     /// The private broker's settings for scripts/services.
@@ -33,9 +33,8 @@ struct ConsumerTimeoutDisruptiveTests {
         ]
     }
 
-    @Test(
-        "with consumer_timeout at 60 s and a 45 s ack deadline, a 90 s transfer settles once, done, never redelivered")
-    func longTransferSettlesOnce() async throws {
+    /// Runs `body` with a private RabbitMQ up (its scripts/services environment passed in), then stops it.
+    func withPrivateBroker(_ body: ([String: String]) async throws -> Void) async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
             "squall-private-rabbit-\(UUID().uuidString.prefix(8))"
         ).path
@@ -43,7 +42,7 @@ struct ConsumerTimeoutDisruptiveTests {
         let environment = Self.brokerEnvironment(folder: folder)
         try await ServicesScript.run(["start", "rabbitmq"], environment: environment)
         do {
-            try await runLongTransfer()
+            try await body(environment)
         } catch {
             _ = try? await ServicesScript.run(["stop", "rabbitmq"], environment: environment)
             Self.stopPortMapper()
@@ -52,6 +51,63 @@ struct ConsumerTimeoutDisruptiveTests {
         try await ServicesScript.run(["stop", "rabbitmq"], environment: environment)
         Self.stopPortMapper()
         try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    static var privateURL: String { "amqp://squall:squall@127.0.0.1:\(amqpPort)/%2F" }
+
+    @Test(
+        "with consumer_timeout at 60 s and a 45 s ack deadline, a 90 s transfer settles once, done, never redelivered")
+    func longTransferSettlesOnce() async throws {
+        try await withPrivateBroker { _ in try await runLongTransfer() }
+    }
+
+    @Test("after a broker restart the Consumer consumes jobs and hears cancel orders again, without restarting")
+    func survivesBrokerRestart() async throws {
+        try await withPrivateBroker { environment in
+            let harness = try await ConsumerHarness(amqpURL: Self.privateURL)
+            let consumer = try await harness.startConsumer()
+            do {
+                try await harness.publish([harness.job(1, source: "ftp://h/1", destination: "/tmp/x")])
+                try await harness.eventually("the first result") { harness.resultPackets.count == 1 }
+                try await ServicesScript.run(["restart", "rabbitmq"], environment: environment)
+                let before = Timestamp(milliseconds: Timestamp.now().milliseconds - 1_000)
+                let deadline = ContinuousClock.now + .seconds(90)
+                // Publishing fails until the test's own connection is back; then the job waits for the Consumer.
+                var published = false
+                while !published && ContinuousClock.now < deadline {
+                    do {
+                        try await harness.publish([harness.job(2, source: "ftp://h/2", destination: "/tmp/x")])
+                        published = true
+                    } catch {
+                        try await Task.sleep(for: .milliseconds(500))
+                    }
+                }
+                try await harness.eventually("a result after the restart", timeout: .seconds(60)) {
+                    harness.resultPackets.contains { $0.jobID == 2 }
+                }
+                // Cancel orders reach the Consumer's new control queue: a job of the batch is cancelled on arrival.
+                var heard = false
+                while !heard && ContinuousClock.now < deadline {
+                    try? await harness.cancel(.cancelBatch(batchID: 77))
+                    try await Task.sleep(for: .milliseconds(500))
+                    heard = consumer.output.contains("cancel order received")
+                }
+                #expect(heard, "no cancel order heard after the restart")
+                try await harness.publish([
+                    harness.job(3, batch: 77, source: "ftp://h/3", destination: "/tmp/x", enqueuedAt: before)
+                ])
+                try await harness.eventually("the third result") { harness.resultPackets.contains { $0.jobID == 3 } }
+                #expect(harness.resultPackets.first { $0.jobID == 3 }?.outcome == .cancelled)
+                #expect(consumer.process.isRunning, "the Consumer exited")
+                consumer.signal(SIGTERM)
+                #expect(try await consumer.waitForExit(timeout: .seconds(10)) == 0)
+            } catch {
+                Issue.record("consumer output:\n\(consumer.output)")
+                await harness.close()
+                throw error
+            }
+            await harness.close()
+        }
     }
 
     /// The private broker started its own Erlang port mapper (epmd) on 56569, which outlives it.
@@ -66,7 +122,7 @@ struct ConsumerTimeoutDisruptiveTests {
     }
 
     func runLongTransfer() async throws {
-        let harness = try await ConsumerHarness(amqpURL: "amqp://squall:squall@127.0.0.1:\(Self.amqpPort)/%2F")
+        let harness = try await ConsumerHarness(amqpURL: Self.privateURL)
         let source = try SourceServer()
         let folder = try scratchFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
