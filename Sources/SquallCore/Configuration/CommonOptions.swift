@@ -63,6 +63,13 @@ public struct CommonOptions: ParsableArguments, Sendable {
     )
     public var allowPrivateSources: String?
 
+    @Option(
+        name: .customLong("queue-prefix"),
+        help:
+            "Prefix of every queue and exchange name, empty by default; lets several swarms or test runs share one broker (env SQUALL_QUEUE_PREFIX)."
+    )
+    public var queuePrefix: String?
+
     public init() {}
 
     /// Merges flags over `environment` and validates every value, naming the flag or variable at fault.
@@ -145,6 +152,16 @@ public struct CommonOptions: ParsableArguments, Sendable {
         }
         if let (value, setting) = pick(allowPrivateSources, "allow-private-sources", "SQUALL_ALLOW_PRIVATE_SOURCES") {
             configuration.allowPrivateSources = try Self.flag(value, setting: setting)
+        }
+        if let (value, setting) = pick(queuePrefix, "queue-prefix", "SQUALL_QUEUE_PREFIX") {
+            guard value.count <= 100,
+                value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
+            else {
+                throw ConfigurationError(
+                    setting: setting, reason: "queue prefix \"\(value)\" must be ≤ 100 letters, digits, '.', '_' or '-'"
+                )
+            }
+            configuration.queuePrefix = value
         }
         return configuration
     }
