@@ -36,7 +36,9 @@ struct ObserverCollectorEndToEndTests {
         try await ServicesHarness.with { harness in
             try await harness.submit("observed", count: 3)
             let jobs = try await harness.repository.claim(limit: 3, lease: .seconds(600))
-            let observer = try await harness.start("squall-observer", ["--heartbeat-period", "1"])
+            let port = try HealthEndpointEndToEndTests.freePort()
+            let observer = try await harness.start(
+                "squall-observer", ["--heartbeat-period", "1", "--http-port", "\(port)", "--http-host", "127.0.0.1"])
             let now = Timestamp.now().milliseconds
             var packets: [ProgressPacket] = []
             for job in jobs {
@@ -85,6 +87,18 @@ struct ObserverCollectorEndToEndTests {
             try await harness.eventually("the Observer logs the lost node") {
                 observer.output.contains("node lost") && observer.output.contains("node-gone")
             }
+            // node-a's only heartbeat is 3 periods old soon too: the gauge follows the clock.
+            try await harness.eventually("both nodes counted lost") {
+                try await HealthEndpointEndToEndTests().get(port, "/metrics").body.contains(
+                    #"squall_nodes{state="lost"} 2"#)
+            }
+            let metrics = try await HealthEndpointEndToEndTests().get(port, "/metrics").body
+            for series in [
+                #"squall_packet_apply_seconds_count{kind="progress"}"#,
+                #"squall_packet_apply_seconds_count{kind="heartbeat"}"#,
+            ] {
+                #expect(metrics.contains(series), "/metrics lacks \(series)")
+            }
             try await harness.stop(observer)
         }
     }
@@ -94,7 +108,9 @@ struct ObserverCollectorEndToEndTests {
         try await ServicesHarness.with { harness in
             try await harness.submit("collected", count: 4)
             let jobs = try await harness.repository.claim(limit: 4, lease: .seconds(600))
-            let collector = try await harness.start("squall-collector")
+            let port = try HealthEndpointEndToEndTests.freePort()
+            let collector = try await harness.start(
+                "squall-collector", ["--http-port", "\(port)", "--http-host", "127.0.0.1"])
             try await harness.publish(
                 [
                     Self.result(jobs[0], .done),
@@ -129,6 +145,14 @@ struct ObserverCollectorEndToEndTests {
             }
             try await Task.sleep(for: .milliseconds(300))
             #expect(try await harness.jobs("collected")[2].state == .failed)
+            let metrics = try await HealthEndpointEndToEndTests().get(port, "/metrics").body
+            for series in [
+                #"squall_jobs_settled_total{outcome="done"} 2"#, #"squall_jobs_settled_total{outcome="failed"} 1"#,
+                #"squall_jobs_settled_total{outcome="skipped"} 1"#,
+                #"squall_packet_apply_seconds_count{kind="result"}"#,
+            ] {
+                #expect(metrics.contains(series), "/metrics lacks \(series)")
+            }
             try await harness.stop(collector)
             #expect(collector.output.contains("ignored stale or repeated results"))
         }

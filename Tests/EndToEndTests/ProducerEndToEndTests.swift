@@ -16,8 +16,13 @@ struct ProducerEndToEndTests {
     func highWaterMarkAndExactlyOnce() async throws {
         try await ServicesHarness.with { harness in
             let batch = try await harness.submit("window", count: 60)
+            let port = try HealthEndpointEndToEndTests.freePort()
             let producer = try await harness.start(
-                "squall-producer", ["--queue-high-water", "20", "--queue-low-water", "10", "--poll-interval", "0.05"])
+                "squall-producer",
+                [
+                    "--queue-high-water", "20", "--queue-low-water", "10", "--poll-interval", "0.05", "--http-port",
+                    "\(port)", "--http-host", "127.0.0.1",
+                ])
             try await harness.eventually("20 jobs ready in the queue") {
                 try await harness.broker.queueDepth(harness.topology.jobs) == 20
             }
@@ -45,6 +50,13 @@ struct ProducerEndToEndTests {
             #expect(
                 try await harness.broker.queueDepth(harness.topology.jobs) == 0, "nothing published beyond the batch")
             #expect(try await harness.jobs("window").allSatisfy { $0.state == .queued && $0.attempt == 1 })
+            let endpoint = HealthEndpointEndToEndTests()
+            let ready = try await endpoint.get(port, "/readyz")
+            #expect(ready.status == 200, "\(ready.body)")
+            #expect(ready.body.contains("broker connected") && ready.body.contains("database connected"))
+            let metrics = try await endpoint.get(port, "/metrics").body
+            #expect(metrics.contains("squall_jobs_published_total 60"), "\(metrics)")
+            #expect(metrics.contains(#"squall_queue_window{part="ready"} 0"#), "\(metrics)")
             try await harness.stop(producer)
             #expect(producer.output.contains("\"message\":\"published jobs\""))
         }
