@@ -82,16 +82,16 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: [
-                "SquallCore", "CLibPQ", "CRabbitMQ", "CCurl",
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
+            dependencies: ["SquallCore", "CLibPQ", "CRabbitMQ", "CCurl"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "EndToEndTests",
-            // CRabbitMQ: deleting a test's queues afterwards, which the Broker API does not offer.
-            dependencies: ["SquallCore", "CRabbitMQ"],
+            dependencies: [
+                "SquallCore", "CRabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

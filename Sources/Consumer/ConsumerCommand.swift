@@ -42,9 +42,7 @@ struct ConsumerCommand: AsyncParsableCommand {
                 "consumer.ack_deadline": "\(settings.ackDeadline)", "transfer.part_size": "\(settings.partSize)",
             ])
 
-        let broker = Broker(
-            configuration: Broker.Configuration(url: amqpURL, topology: Topology(prefix: configuration.topologyPrefix)),
-            logger: logger)
+        let broker = ServiceLauncher.broker(configuration, url: amqpURL, logger: logger)
         let engine = TransferEngine(
             s3: configuration.s3,
             options: TransferOptions(
@@ -53,8 +51,8 @@ struct ConsumerCommand: AsyncParsableCommand {
         let service = ConsumerService(
             broker: broker, transfers: engine, settings: settings, node: configuration.nodeName, metrics: metrics,
             logger: logger)
-        readiness.register("broker") { broker.isReady }
-        readiness.register("consuming") { service.isConsuming }
+        ServiceLauncher.registerReadiness(readiness, broker: broker, repository: nil)
+        readiness.register("consuming jobs") { service.isConsuming }
         let endpoint = ServiceLauncher.healthEndpoint(
             configuration, readiness: readiness, registry: registry, logger: logger)
         // Shut down in reverse: the endpoint, then the Consumer (draining its jobs while the

@@ -13,7 +13,7 @@ struct SquallCtl: AsyncParsableCommand {
             """,
         subcommands: [
             ShowConfiguration.self, MigrateCommand.self, SubmitCommand.self, StatusCommand.self, JobsCommand.self,
-            ResetFailedCommand.self, CancelCommand.self, NodesCommand.self,
+            ResetFailedCommand.self, CancelCommand.self, NodesCommand.self, WatchCommand.self, WaitCommand.self,
         ]
     )
 }

@@ -98,7 +98,7 @@ struct ConsumerEndToEndTests {
         let consumer = try await harness.startConsumer(["SQUALL_HTTP_PORT": "\(port)", "SQUALL_HTTP_HOST": "127.0.0.1"])
         let ready = try await HealthEndpointEndToEndTests().get(port, "/readyz")
         #expect(ready.status == 200)
-        #expect(ready.body.contains(#""passing":["broker","consuming"]"#), "\(ready.body)")
+        #expect(ready.body.contains(#""passing":["broker connected","consuming jobs"]"#), "\(ready.body)")
         try await harness.publish([harness.job(1, source: "ftp://h/1", destination: "/tmp/x")])
         try await harness.eventually("a result") { !harness.resultPackets.isEmpty }
         let metrics = try await HealthEndpointEndToEndTests().get(port, "/metrics")

@@ -65,7 +65,7 @@ final class ConsumerHarness: Sendable {
     /// Starts a Consumer on this topology; `extra` environment wins over the defaults here.
     func startConsumer(_ extra: [String: String] = [:], arguments: [String] = []) async throws -> RunningProcess {
         var environment = [
-            "SQUALL_AMQP_URL": amqpURL, "SQUALL_TOPOLOGY_PREFIX": topology.prefix, "SQUALL_LOG_FORMAT": "json",
+            "SQUALL_AMQP_URL": amqpURL, "SQUALL_QUEUE_PREFIX": topology.prefix, "SQUALL_LOG_FORMAT": "json",
             "SQUALL_HEARTBEAT_INTERVAL": "1", "SQUALL_ALLOW_PRIVATE_SOURCES": "1",
         ]
         environment.merge(extra) { _, new in new }

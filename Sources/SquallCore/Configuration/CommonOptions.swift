@@ -64,11 +64,11 @@ public struct CommonOptions: ParsableArguments, Sendable {
     public var allowPrivateSources: String?
 
     @Option(
-        name: .customLong("topology-prefix"),
+        name: .customLong("queue-prefix"),
         help:
-            "Prefix of every queue and exchange name, empty by default; tests use it to share a broker (env SQUALL_TOPOLOGY_PREFIX)."
+            "Prefix of every queue and exchange name, empty by default; lets several swarms or test runs share one broker (env SQUALL_QUEUE_PREFIX)."
     )
-    public var topologyPrefix: String?
+    public var queuePrefix: String?
 
     public init() {}
 
@@ -153,14 +153,15 @@ public struct CommonOptions: ParsableArguments, Sendable {
         if let (value, setting) = pick(allowPrivateSources, "allow-private-sources", "SQUALL_ALLOW_PRIVATE_SOURCES") {
             configuration.allowPrivateSources = try Self.flag(value, setting: setting)
         }
-        if let (value, setting) = pick(topologyPrefix, "topology-prefix", "SQUALL_TOPOLOGY_PREFIX") {
+        if let (value, setting) = pick(queuePrefix, "queue-prefix", "SQUALL_QUEUE_PREFIX") {
             guard value.count <= 100,
                 value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
             else {
                 throw ConfigurationError(
-                    setting: setting, reason: "prefix \"\(value)\" may hold only letters, digits, '.', '_' and '-'")
+                    setting: setting, reason: "queue prefix \"\(value)\" must be ≤ 100 letters, digits, '.', '_' or '-'"
+                )
             }
-            configuration.topologyPrefix = value
+            configuration.queuePrefix = value
         }
         return configuration
     }

@@ -14,7 +14,7 @@ public struct SquallConfiguration: Sendable, CustomStringConvertible {
     /// Whether sources in loopback and private ranges may be fetched (never link-local/metadata).
     public var allowPrivateSources: Bool
     /// Prepended to every queue and exchange name (``Topology/prefix``): empty in production.
-    public var topologyPrefix = ""
+    public var queuePrefix: String = ""
 
     public init(
         databaseURL: DatabaseURL? = nil, amqpURL: AMQPURL? = nil, s3: S3Configuration = S3Configuration(),
@@ -60,7 +60,7 @@ public struct SquallConfiguration: Sendable, CustomStringConvertible {
             "node=\(nodeName)",
             "log-format=\(logFormat.rawValue)",
             "allow-private-sources=\(allowPrivateSources)",
-            "topology-prefix=\(topologyPrefix.isEmpty ? "none" : topologyPrefix)",
+            "queue-prefix=\(queuePrefix)",
         ].joined(separator: " ")
     }
 }
