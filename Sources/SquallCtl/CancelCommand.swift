@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import Logging
 import SquallCore
 
 /// `squallctl cancel --batch B`: cancels every job of a batch not settled yet.
@@ -19,6 +21,33 @@ struct CancelCommand: AsyncParsableCommand {
             print(
                 "cancelled \(cancelled.cancelledJobs) job\(cancelled.cancelledJobs == 1 ? "" : "s") of batch \(cancelled.name) (id \(cancelled.id))"
             )
+            await broadcast(.cancelBatch(batchID: cancelled.id))
         }
+    }
+
+    /// Tells every Consumer through `squall.control`, so running transfers stop within seconds and queued
+    /// jobs are not started. Best effort: the database already says cancelled, and a result a Consumer
+    /// sends for a job that ran on cannot move a settled row.
+    private func broadcast(_ command: ControlMessage.Command) async {
+        guard
+            let configuration = try? common.resolve(
+                environment: ProcessInfo.processInfo.environment, defaultNodeName: ServiceLauncher.defaultNodeName()),
+            let url = configuration.amqpURL
+        else {
+            RepositoryAccess.printError(
+                "squallctl cancel: SQUALL_AMQP_URL is not set: running transfers are not told to stop (they finish)")
+            return
+        }
+        let broker = ServiceLauncher.broker(configuration, url: url, logger: Logger(label: "squallctl"))
+        do {
+            try await broker.start()
+            try await broker.publish(
+                MessageCodec.encode(ControlMessage(command: command, issuedAt: .now())),
+                to: .exchange(broker.topology.control))
+            print("told the Consumers to stop its running and queued jobs")
+        } catch {
+            RepositoryAccess.printError("squallctl cancel: the cancel order was not broadcast: \(error)")
+        }
+        await broker.shutdown()
     }
 }

@@ -109,3 +109,61 @@ struct ConsumerEndToEndTests {
         await harness.close()
     }
 }
+
+/// `squallctl cancel` as an operator runs it: the database says cancelled, and the Consumers hear it.
+@Suite(
+    "squallctl cancel reaches the Consumers",
+    .enabled(
+        if: ProcessInfo.processInfo.environment["SQUALL_REQUIRE_SERVICES"] == "1"
+            || !(ProcessInfo.processInfo.environment["SQUALL_DATABASE_URL"] ?? "").isEmpty,
+        "skipped: SQUALL_DATABASE_URL not set (run scripts/services up)"))
+struct SquallCtlCancelEndToEndTests {
+    @Test("squallctl cancel broadcasts the order: a job of the batch arriving afterwards is cancelled, not started")
+    func cancelBroadcast() async throws {
+        let text = try #require(ProcessInfo.processInfo.environment["SQUALL_DATABASE_URL"])
+        let server = try DatabaseURL(parsing: text)
+        let name = DatabaseAdministration.randomName()
+        _ = try await DatabaseAdministration.createDatabase(named: name, on: server)
+        let harness = try await ConsumerHarness()
+        let consumer = try await harness.startConsumer()
+        do {
+            var database = "postgres://"
+            if let user = server.user { database += user + (server.password.map { ":\($0.revealed)" } ?? "") + "@" }
+            database += "\(server.host):\(server.port)/\(name)"
+            if let sslMode = server.sslMode { database += "?sslmode=\(sslMode)" }
+            let environment = [
+                "SQUALL_DATABASE_URL": database, "SQUALL_AMQP_URL": harness.amqpURL,
+                "SQUALL_QUEUE_PREFIX": harness.topology.prefix,
+            ]
+            let squallctl = try BuiltExecutable("squallctl")
+            #expect(try squallctl.run(["migrate"], environment: environment).status == 0)
+            let manifest = FileManager.default.temporaryDirectory.appendingPathComponent("m-\(UUID().uuidString).csv")
+            try "source,destination\nhttps://example.com/a,s3://bucket/a\n".write(
+                to: manifest, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(at: manifest) }
+            let submit = try squallctl.run(["submit", "--batch", "b", manifest.path], environment: environment)
+            #expect(submit.output.contains("(id 1)"), "\(submit.output)")
+            let enqueued = Timestamp.now()
+            let cancel = try squallctl.run(["cancel", "--batch", "b"], environment: environment)
+            #expect(cancel.status == 0)
+            #expect(cancel.output.contains("told the Consumers"), "\(cancel.output)")
+            _ = try await consumer.waitForOutput(containing: "cancel order received", timeout: .seconds(10))
+            try await harness.publish([
+                harness.job(
+                    1, batch: 1, source: "https://example.com/a", destination: "s3://bucket/a", enqueuedAt: enqueued)
+            ])
+            try await harness.eventually("the result") { !harness.resultPackets.isEmpty }
+            #expect(harness.resultPackets.map(\.outcome) == [.cancelled])
+            #expect(harness.progressPackets.isEmpty, "the job was started")
+            consumer.signal(SIGTERM)
+            #expect(try await consumer.waitForExit(timeout: .seconds(10)) == 0)
+        } catch {
+            Issue.record("consumer output:\n\(consumer.output)")
+            await harness.close()
+            try? await DatabaseAdministration.dropDatabase(named: name, on: server)
+            throw error
+        }
+        await harness.close()
+        try? await DatabaseAdministration.dropDatabase(named: name, on: server)
+    }
+}
