@@ -21,6 +21,14 @@ struct ConsumerServiceTests {
         ) async throws(TransferError) -> TransferReport {
             guard case .http(let url) = request.source, let milliseconds = Int(url.split(separator: "/").last ?? "")
             else { throw TransferError(code: "http_404", message: "\(request.source): not found", isPermanent: true) }
+            if url.contains("/stall/") {
+                // A source that sends nothing for a while: no progress events at all.
+                do {
+                    try await Task.sleep(for: .milliseconds(milliseconds))
+                } catch {
+                    throw .cancelled
+                }
+            }
             for step in 1...20 {
                 do {
                     try await Task.sleep(for: .milliseconds(milliseconds / 20))
@@ -82,13 +90,14 @@ struct ConsumerServiceTests {
             #expect(await eventually(timeout: .seconds(20)) { service.isConsuming })
         }
 
-        func publish(_ jobs: [(id: Int64, milliseconds: Int)], batch: Int64 = 1) async throws {
+        func publish(_ jobs: [(id: Int64, milliseconds: Int)], batch: Int64 = 1, stall: Bool = false) async throws {
             try await testBroker.publishBatch(
                 jobs.map {
                     OutgoingMessage(
                         body: MessageCodec.encode(
                             JobMessage(
-                                jobID: $0.id, batchID: batch, attempt: 1, source: "http://stand-in/\($0.milliseconds)",
+                                jobID: $0.id, batchID: batch, attempt: 1,
+                                source: "http://stand-in/\(stall ? "stall/" : "")\($0.milliseconds)",
                                 destination: "/tmp/unused", enqueuedAt: .now())),
                         destination: .queue(topology.jobs))
                 })
@@ -127,6 +136,19 @@ struct ConsumerServiceTests {
         #expect(running.resultPackets.first?.node == "test-node")
         await running.stopConsumer()
         #expect(try await running.testBroker.queueDepth(running.topology.jobs) == 0, "every job acked")
+        await running.close()
+    }
+
+    @Test("a running job whose source sends nothing still reports progress, which keeps its lease alive")
+    func keepAliveDuringStall() async throws {
+        var settings = ConsumerSettings()
+        settings.keepAliveAfter = .milliseconds(500)
+        let running = try await Running(settings: settings)
+        try await running.publish([(1, 6_000)], stall: true)
+        #expect(await eventually(timeout: .seconds(20)) { !running.resultPackets.isEmpty })
+        let stalled = running.progressPackets.filter { $0.phase == .transferring && $0.bytesDone == 0 }
+        // 6 s of silence, a packet at most every 2 s (the throttle's interval): two at least.
+        #expect(stalled.count >= 2, "\(running.progressPackets.map(\.phase))")
         await running.close()
     }
 

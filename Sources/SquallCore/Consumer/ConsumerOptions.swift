@@ -107,6 +107,9 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var ackDeadline: Duration = .seconds(1500)
     public var heartbeatInterval: Duration = .seconds(5)
     public var partSize = 8 << 20
+    /// A running job with no progress packet for this long gets one anyway: the Observer renews its
+    /// database lease (120 s by default) from progress packets, so a stalled source must still send some.
+    public var keepAliveAfter: Duration = .seconds(20)
 
     public init() {}
 

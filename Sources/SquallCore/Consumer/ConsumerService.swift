@@ -316,10 +316,15 @@ public final class ConsumerService: Service, Sendable {
         }
     }
 
+    /// Once a second: progress for quiet running jobs (their lease), and the ack deadline.
     private func enforceAckDeadlines() async {
         let tick = min(.seconds(1), settings.ackDeadline / 10)
         while !Task.isCancelled {
             do { try await Task.sleep(for: tick) } catch { return }
+            for (key, actions) in await book.keepAlive(quietFor: settings.keepAliveAfter, at: .now)
+            where !actions.isEmpty {
+                await perform(actions, for: key, removingWhenFinal: false)
+            }
             for (key, actions) in await book.passAckDeadlines(olderThan: settings.ackDeadline, at: .now)
             where !actions.isEmpty {
                 if let job = await book.job(key) {

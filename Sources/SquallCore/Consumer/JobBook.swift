@@ -20,7 +20,9 @@ actor JobBook {
         var ackDeadlinePassed = false
         var conclusion: JobConclusion?
         var bytesDone: Int64 = 0
+        var bytesTotal: Int64?
         var bytesPerSecond: Double = 0
+        var lastPacketAt: ContinuousClock.Instant?
         var lastTimestamp: Int64 = 0
     }
 
@@ -100,6 +102,7 @@ actor JobBook {
         let newBytes = max(0, progress.bytesDone - entry.bytesDone)
         entries[key]?.bytesDone = max(entry.bytesDone, progress.bytesDone)
         entries[key]?.bytesPerSecond = progress.bytesPerSecond
+        entries[key]?.bytesTotal = progress.bytesTotal
         bytesMoved += newBytes
         let actions = handle(key, .progress(bytesDone: progress.bytesDone, bytesTotal: progress.bytesTotal, at: now))
         return (actions, newBytes)
@@ -137,6 +140,7 @@ actor JobBook {
         _ key: Key, phase: ProgressPacket.Phase, bytesDone: Int64, bytesTotal: Int64?, node: String
     ) -> ProgressPacket? {
         guard let entry = entries[key] else { return nil }
+        entries[key]?.lastPacketAt = .now
         return ProgressPacket(
             jobID: entry.job.jobID, attempt: entry.job.attempt, node: node, timestamp: nextTimestamp(key),
             bytesDone: bytesDone, bytesTotal: bytesTotal, bytesPerSecond: entry.bytesPerSecond, phase: phase)
@@ -178,6 +182,23 @@ actor JobBook {
         return due.map { key in
             entries[key]?.ackDeadlinePassed = true
             return (key, handle(key, .ackDeadlineReached))
+        }
+    }
+
+    /// Running jobs whose last progress packet is older than `quiet` (a stalled or slow source): each
+    /// gets a progress event at its current count, which the throttle turns into a packet. The packet
+    /// is what renews the job's database lease, so a long stall is not mistaken for a dead node.
+    func keepAlive(quietFor quiet: Duration, at now: ContinuousClock.Instant) -> [(Key, [JobLifecycle.Action])] {
+        let quietKeys = entries.filter { _, entry in
+            guard let last = entry.lastPacketAt else { return false }
+            switch entry.lifecycle.state {
+            case .running, .transferring: return now - last >= quiet
+            default: return false
+            }
+        }.keys.sorted()
+        return quietKeys.map { key in
+            let entry = entries[key]!
+            return (key, handle(key, .progress(bytesDone: entry.bytesDone, bytesTotal: entry.bytesTotal, at: now)))
         }
     }
 
