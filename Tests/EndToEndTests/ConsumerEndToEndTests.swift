@@ -41,6 +41,7 @@ struct ConsumerEndToEndTests {
             #expect(harness.resultPackets.count == 2, "one result per job")
         } catch {
             Issue.record("consumer output:\n\(consumer.output)")
+            await harness.close()
             throw error
         }
         await harness.close()
@@ -86,6 +87,7 @@ struct ConsumerEndToEndTests {
             #expect(try await harness.jobsReady() == 0)
         } catch {
             Issue.record("consumer output:\n\(consumer.output)")
+            await harness.close()
             throw error
         }
         await harness.close()

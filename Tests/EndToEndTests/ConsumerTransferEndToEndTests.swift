@@ -36,6 +36,7 @@ struct ConsumerTransferEndToEndTests {
             #expect(try await harness.jobsReady() == 0)
         } catch {
             Issue.record("consumer output:\n\(consumer.output)")
+            await harness.close()
             throw error
         }
         source.stop()
@@ -70,6 +71,7 @@ struct ConsumerTransferEndToEndTests {
             #expect(harness.resultPackets.count == 1)
         } catch {
             Issue.record("consumer output:\n\(consumer.output)")
+            await harness.close()
             throw error
         }
         source.stop()
@@ -107,6 +109,7 @@ struct ConsumerTransferEndToEndTests {
             #expect(try await harness.jobsReady() == 2)
         } catch {
             Issue.record("consumer output:\n\(consumer.output)")
+            await harness.close()
             throw error
         }
         source.stop()
@@ -137,6 +140,7 @@ struct ConsumerTransferEndToEndTests {
             #expect(try await harness.jobsReady() == 1)
         } catch {
             Issue.record("consumer output:\n\(consumer.output)")
+            await harness.close()
             throw error
         }
         source.stop()
