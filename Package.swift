@@ -71,6 +71,14 @@ let package = Package(
         // bench/transport's measuring tool; not a product.
         .executableTarget(name: "TransportBench", dependencies: serviceDependencies, swiftSettings: swiftSettings),
 
+        // What the integration and end-to-end tests share: the real servers' settings, the Python
+        // fixtures' launchers, and the built executables as child processes.
+        .target(
+            name: "SquallTestSupport",
+            dependencies: ["SquallCore"],
+            path: "Tests/SquallTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "SquallCoreTests",
             dependencies: [
@@ -82,13 +90,16 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SquallCore", "CLibPQ", "CRabbitMQ", "CCurl"],
+            dependencies: [
+                "SquallCore", "SquallTestSupport", "CLibPQ", "CRabbitMQ", "CCurl",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "SquallCore", "CRabbitMQ",
+                "SquallCore", "SquallTestSupport", "CRabbitMQ", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

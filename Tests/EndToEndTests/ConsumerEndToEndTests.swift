@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// `squall-consumer` as a process against the real RabbitMQ: the protocol around each job
 /// (DESIGN.md "Consumer", docs/services.md), seen from the queues.
 @Suite(

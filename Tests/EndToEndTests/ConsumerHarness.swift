@@ -5,6 +5,8 @@ import SquallCore
 import Synchronization
 import Testing
 
+@testable import SquallTestSupport
+
 #if canImport(Glibc)
     import Glibc
 #endif

@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 #if canImport(Glibc)
     import Glibc
 #endif

@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// `squall-consumer` moving real bytes (from the Python source fixture to local files): results,
 /// cancels of running transfers, and SIGTERM with transfers in flight.
 @Suite(

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import SquallTestSupport
+
 /// `scripts/demo-targets`, run as the demo and the services' end-to-end test will run it.
 @Suite("Demo targets script")
 struct DemoTargetsTests {

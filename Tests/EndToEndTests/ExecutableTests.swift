@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import SquallTestSupport
+
 /// The built executables, run as processes the way operators and Kubernetes run them.
 @Suite("Executables")
 struct ExecutableTests {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import SquallTestSupport
+
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif

@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// `squall-observer` and `squall-collector` against the real servers; the test publishes the
 /// packets Consumers would send, with the Broker API.
 @Suite(

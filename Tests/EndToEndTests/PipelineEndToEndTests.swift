@@ -3,6 +3,7 @@ import Logging
 import Testing
 
 @testable import SquallCore
+@testable import SquallTestSupport
 
 /// Producer, Observer and Collector together, the test playing the Consumers.
 @Suite(

@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 
 @testable import SquallCore
+@testable import SquallTestSupport
 
 /// `squall-producer` against the real PostgreSQL and RabbitMQ; the test plays the Consumers.
 @Suite(

@@ -4,6 +4,8 @@ import Logging
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// One isolated world on the shared servers for an end-to-end test: a fresh database (migrated) and
 /// a random queue prefix, the environment that points the executables at both, and an in-process
 /// repository and broker through which the test plays the parts not under test (a Consumer's

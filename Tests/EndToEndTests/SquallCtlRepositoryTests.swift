@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// `squallctl`'s batch commands as an operator runs them, against the real PostgreSQL.
 @Suite(
     "squallctl batch commands",

@@ -4,6 +4,8 @@ import Logging
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 #if canImport(Glibc)
     import Glibc
 #endif

@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// `Deliveries.stopDelivering()`: how a Consumer stops taking jobs at shutdown while still settling
 /// the ones it runs (closing the channel instead would requeue those too).
 @Suite("Broker: stopping deliveries but keeping the channel", .needs("SQUALL_AMQP_URL"))

@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// The RabbitMQ transport against the real broker: confirms, acks, dead-lettering, refusals.
 @Suite("Broker: confirmed publishing and acked consuming", .needs("SQUALL_AMQP_URL"))
 struct BrokerTests {

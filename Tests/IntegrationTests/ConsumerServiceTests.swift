@@ -5,6 +5,8 @@ import SquallCore
 import Synchronization
 import Testing
 
+@testable import SquallTestSupport
+
 /// `ConsumerService` on the real broker with a stand-in for the engine whose timing the test sets
 /// (`http://stand-in/MILLISECONDS`): the Consumer's own decisions — progress throttling, cancels of
 /// running and queued jobs, graceful shutdown within and past the grace period — without the

@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// The job repository against a real PostgreSQL, each test in a database of its own.
 @Suite("Job repository", .needs("SQUALL_DATABASE_URL"))
 struct JobRepositoryTests {

@@ -2,6 +2,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// The repository across a PostgreSQL restart. It stops the shared server for a moment, so it
 /// runs alone, after the other suites (`scripts/test` runs `…DisruptiveTests` suites last).
 @Suite("Repository across a server restart", .serialized, .needs("SQUALL_DATABASE_URL"))

@@ -3,6 +3,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// A database of its own for one test, created on the shared server and dropped afterwards.
 enum TestDatabase {
     static func serverURL() throws -> DatabaseURL {

@@ -1,5 +1,7 @@
 import Testing
 
+@testable import SquallTestSupport
+
 /// The rule that keeps CI honest: a required server that is missing fails a test instead of skipping it.
 @Suite("Service requirements")
 struct ServiceEnvironmentTests {

@@ -5,6 +5,8 @@ import Foundation
 import SquallCore
 import Testing
 
+@testable import SquallTestSupport
+
 /// The three C libraries reach the three real servers: the ground every other integration test stands on.
 @Suite("Smoke: real servers through the C libraries")
 struct SmokeTests {

@@ -159,4 +159,19 @@ struct ConfigurationTests {
         #expect(parameters["sslmode"] == "disable")
         #expect(url.description == "postgres://squall:******@localhost:55432/squall?sslmode=disable")
     }
+
+    @Test("a queue prefix renames every queue and exchange; one with spaces or slashes is refused by name")
+    func queuePrefix() throws {
+        #expect(try resolve([:]).topology.jobs == "squall.jobs")
+        let prefixed = try resolve(["SQUALL_QUEUE_PREFIX": "staging."])
+        #expect(prefixed.topology.jobs == "staging.squall.jobs")
+        #expect(prefixed.topology.control == "staging.squall.control")
+        let flagWins = try resolve(["SQUALL_QUEUE_PREFIX": "env."], flags: ["--queue-prefix", "flag."])
+        #expect(flagWins.queuePrefix == "flag.")
+        #expect {
+            try resolve(["SQUALL_QUEUE_PREFIX": "a b/c"])
+        } throws: { error in
+            "\(error)".contains("SQUALL_QUEUE_PREFIX") && "\(error)".contains("\"a b/c\"")
+        }
+    }
 }

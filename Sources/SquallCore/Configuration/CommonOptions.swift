@@ -66,7 +66,7 @@ public struct CommonOptions: ParsableArguments, Sendable {
     @Option(
         name: .customLong("queue-prefix"),
         help:
-            "Prefix of every queue and exchange name, empty by default; lets several swarms or test runs share one broker (env SQUALL_QUEUE_PREFIX)."
+            "Prefix of every queue and exchange name, empty by default; lets several deployments or tests share one broker (env SQUALL_QUEUE_PREFIX)."
     )
     public var queuePrefix: String?
 

@@ -13,8 +13,11 @@ public struct SquallConfiguration: Sendable, CustomStringConvertible {
     public var logFormat: LogFormat
     /// Whether sources in loopback and private ranges may be fetched (never link-local/metadata).
     public var allowPrivateSources: Bool
-    /// Prepended to every queue and exchange name (``Topology/prefix``): empty in production.
+    /// Prepended to every queue and exchange name (see ``Topology``); empty in a normal deployment.
     public var queuePrefix: String = ""
+
+    /// The broker names this configuration uses.
+    public var topology: Topology { Topology(prefix: queuePrefix) }
 
     public init(
         databaseURL: DatabaseURL? = nil, amqpURL: AMQPURL? = nil, s3: S3Configuration = S3Configuration(),
@@ -60,7 +63,7 @@ public struct SquallConfiguration: Sendable, CustomStringConvertible {
             "node=\(nodeName)",
             "log-format=\(logFormat.rawValue)",
             "allow-private-sources=\(allowPrivateSources)",
-            "queue-prefix=\(queuePrefix)",
+            "queue-prefix=\(queuePrefix.isEmpty ? "none" : queuePrefix)",
         ].joined(separator: " ")
     }
 }

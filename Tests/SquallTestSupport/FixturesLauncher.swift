@@ -39,7 +39,7 @@ final class FixtureProcess: @unchecked Sendable {
 
     /// The folder holding the fixture scripts, found from this source file's path.
     static let fixturesDirectory = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent()  // IntegrationTests
+        .deletingLastPathComponent()  // SquallTestSupport
         .deletingLastPathComponent()  // Tests
         .appendingPathComponent("Fixtures")
 
