@@ -154,6 +154,23 @@ struct ConsumerServiceTests {
         await running.close()
     }
 
+    @Test("past the ack deadline a running job is acked early and still reports one result; nothing comes back")
+    func ackDeadlineHandsOver() async throws {
+        var settings = ConsumerSettings()
+        settings.concurrency = 1
+        settings.ackDeadline = .seconds(1)
+        let running = try await Running(settings: settings)
+        try await running.publish([(1, 3_000), (2, 200)])
+        #expect(await eventually(timeout: .seconds(20)) { running.resultPackets.count == 2 })
+        try await Task.sleep(for: .seconds(1))
+        #expect(running.resultPackets.map(\.jobID).sorted() == [1, 2], "one result per job")
+        #expect(running.resultPackets.allSatisfy { $0.outcome == .done })
+        #expect(running.progressPackets.filter { $0.jobID == 1 && $0.phase == .starting }.count == 1)
+        await running.stopConsumer()
+        #expect(try await running.testBroker.queueDepth(running.topology.jobs) == 0)
+        await running.close()
+    }
+
     @Test("a cancel order stops a running job at once and cancels the queued ones of its batch; others go on")
     func cancelRunningAndQueued() async throws {
         var settings = ConsumerSettings()

@@ -329,7 +329,9 @@ public final class ConsumerService: Service, Sendable {
             where !actions.isEmpty {
                 if let job = await book.job(key) {
                     logger.info(
-                        "ack deadline reached: the job's lease owns it now",
+                        actions.contains(.ackJob)
+                            ? "ack deadline reached: the job's lease owns it now"
+                            : "ack deadline reached before the job could start: requeued",
                         metadata: ["job.id": "\(job.jobID)", "job.attempt": "\(job.attempt)"])
                 }
                 await perform(actions, for: key)
