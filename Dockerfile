@@ -26,6 +26,7 @@ RUN apt-get update \
         librabbitmq-dev \
         libpq-dev \
         libcurl4-openssl-dev \
+        libssl-dev \
         pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -50,6 +50,11 @@ static inline CURLcode squall_easy_setopt_opensocket_function(CURL *handle,
     return curl_easy_setopt(handle, CURLOPT_OPENSOCKETFUNCTION, function);
 }
 
+static inline CURLcode squall_easy_setopt_seek_function(CURL *handle,
+    int (*function)(void *, curl_off_t, int)) {
+    return curl_easy_setopt(handle, CURLOPT_SEEKFUNCTION, function);
+}
+
 static inline CURLcode squall_easy_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }

@@ -1,0 +1,523 @@
+import Foundation
+import Synchronization
+
+/// One run of one ``TransferRequest``: probe the source, skip when the destination already holds
+/// the bytes, then stream the source through a ``SourceReader`` into S3 (one PUT, or a multipart
+/// upload with parts in flight, resumable across processes) or into a local file.
+struct Copy: Sendable {
+    let engine: TransferEngine
+    let request: TransferRequest
+    let events: @Sendable (TransferEvent) -> Void
+
+    /// The source broke where a Range cannot continue it: the transfer starts again from byte 0.
+    struct Restart: Error {
+        var reason: String
+        var detail: String
+    }
+
+    /// What a HEAD (or a stat) said about the source before reading it.
+    struct SourceInfo: Sendable {
+        var size: Int64?
+        var etag: String?
+        var lastModified: String?
+        var acceptsRanges: Bool
+
+        /// Whether a broken read can continue where it stopped, and a resumed upload can be trusted to
+        /// see the same bytes: a known size, Range support, and a validator to send with `If-Range`.
+        var isResumable: Bool { size != nil && acceptsRanges && (etag != nil || lastModified != nil) }
+        var validator: String? { etag ?? lastModified }
+    }
+
+    var options: TransferOptions { engine.options }
+
+    var client: S3Client {
+        engine.s3Client(onRetry: { [events] reason, attempt in events(.retrying(reason: reason, attempt: attempt)) })
+    }
+
+    func backoff(afterAttempt attempt: Int) async throws(TransferError) {
+        let policy = RetryPolicy(maxAttempts: options.maxAttempts, maxDelay: options.maxBackoff)
+        do {
+            try await Task.sleep(for: policy.delay(afterAttempt: attempt, random: Double.random(in: 0..<1)))
+        } catch {
+            throw .cancelled
+        }
+    }
+
+    func run() async throws -> TransferReport {
+        let started = ContinuousClock.now
+        let info = try await probe()
+        if case .s3(let bucket, let key) = request.destination,
+            let existing = try await client.head(bucket: bucket, key: key), let sha = skippable(existing, info)
+        {
+            engine.logger.debug(
+                "destination already holds the bytes", metadata: ["destination": "\(request.destination)"])
+            return TransferReport(
+                outcome: .skipped, bytes: existing.size, etag: existing.etag, sha256: sha, bytesFetched: 0)
+        }
+        let partSize = PartPlan.partSize(requested: options.partSize, objectSize: info.size)
+        let ticker = ProgressTicker(interval: options.progressInterval, total: info.size, events: events)
+        defer { ticker.stop() }
+        switch request.destination {
+        case .s3(let bucket, let key):
+            return try await toS3(bucket: bucket, key: key, info: info, partSize: partSize, ticker: ticker)
+        case .file(let path):
+            return try await toFile(path: path, info: info, partSize: partSize, ticker: ticker)
+        case .http:
+            throw TransferError(
+                code: "bad_destination", message: "an HTTP URL cannot be a destination", isPermanent: true)
+        }
+        _ = started
+    }
+
+    // MARK: Source
+
+    func probe() async throws(TransferError) -> SourceInfo {
+        switch request.source {
+        case .http(let url):
+            var call = HTTPCall(method: .head, url: url)
+            call.sourcePolicy = sourcePolicy
+            applyTimeouts(&call)
+            // Some servers refuse HEAD (405, 501; presigned GET URLs answer 403): then nothing is known beforehand.
+            let reply = try await client.send(call, what: "HEAD \(url)", expected: [400, 403, 405, 501])
+            guard (200..<300).contains(reply.status) else { return SourceInfo(acceptsRanges: false) }
+            return SourceInfo(
+                size: reply.headers["content-length"].flatMap { Int64($0) }, etag: reply.headers["etag"],
+                lastModified: reply.headers["last-modified"],
+                acceptsRanges: reply.headers["accept-ranges"]?.lowercased() == "bytes")
+        case .s3(let bucket, let key):
+            var call = client.call(.head, bucket: bucket, key: key)
+            call.headers = [("x-amz-content-sha256", Self.emptySHA256)]
+            let reply = try await client.send(call, what: "HEAD s3://\(bucket)/\(key)")
+            return SourceInfo(
+                size: reply.headers["content-length"].flatMap { Int64($0) }, etag: reply.headers["etag"],
+                lastModified: reply.headers["last-modified"], acceptsRanges: true)
+        case .file(let path):
+            let size: Int64
+            do {
+                size = try await engine.onFileThread {
+                    let attributes = try FileManager.default.attributesOfItem(atPath: path)
+                    guard attributes[.type] as? FileAttributeType == .typeRegular else { throw NotAFile() }
+                    return (attributes[.size] as? NSNumber)?.int64Value ?? 0
+                }
+            } catch is NotAFile {
+                throw TransferError(code: "not_a_file", message: "\(path) is not a regular file", isPermanent: true)
+            } catch {
+                throw TransferError(code: "not_found", message: "\(path): no such file", isPermanent: true)
+            }
+            return SourceInfo(size: size, acceptsRanges: false)
+        }
+    }
+
+    private struct NotAFile: Error {}
+
+    static let emptySHA256 = ResumableSHA256().hexDigest()
+
+    var sourcePolicy: HTTPCall.SourcePolicy {
+        HTTPCall.SourcePolicy(
+            addresses: AddressPolicy(allowPrivate: options.allowPrivateSources), maxRedirects: options.maxRedirects)
+    }
+
+    func applyTimeouts(_ call: inout HTTPCall) {
+        call.connectTimeoutMilliseconds = Int(options.connectTimeout.components.seconds * 1000)
+        call.lowSpeedLimit = options.lowSpeedLimit
+        call.lowSpeedSeconds = Int(options.lowSpeedTime.components.seconds)
+    }
+
+    /// The GET of the source from byte `offset` (with `If-Range`, so a changed source answers 200, not
+    /// the wrong bytes), streaming into `reader`.
+    func get(from offset: Int64, info: SourceInfo, into reader: SourceReader) -> HTTPCall {
+        var call: HTTPCall
+        switch request.source {
+        case .http(let url):
+            call = HTTPCall(method: .get, url: url)
+            call.sourcePolicy = sourcePolicy
+            applyTimeouts(&call)
+        case .s3(let bucket, let key):
+            call = client.call(.get, bucket: bucket, key: key)
+            call.headers = [("x-amz-content-sha256", Self.emptySHA256)]
+        case .file(let path):
+            call = HTTPCall(method: .get, url: "file://" + S3Client.encode(path, keeping: "/"))
+            call.allowsFile = true
+        }
+        if offset > 0 {
+            call.headers.append(("Range", "bytes=\(offset)-"))
+            if let validator = info.validator { call.headers.append(("If-Range", validator)) }
+        }
+        call.sink = .stream(reader)
+        return call
+    }
+
+    /// Reads the whole source through `reader`, handing each part to `take` in order; a broken read
+    /// is continued with a Range when the source allows it, else the transfer restarts.
+    func pump(
+        _ reader: SourceReader, info: SourceInfo, from offset: Int64,
+        take: (SourceReader.Part) async throws -> Void
+    ) async throws {
+        var attempt = 1
+        reader.fetch(get(from: offset, info: info, into: reader))
+        for await event in reader.events {
+            switch event {
+            case .part(let part):
+                try await take(part)
+            case .finished:
+                return
+            case .ended(let reply):
+                let fileOK = request.source.isFile && reply.curlCode == 0
+                if reader.lastProblem == nil, reply.curlCode == 0, (200..<300).contains(reply.status) || fileOK {
+                    if let size = reader.declaredSize, reader.bytesAccepted != size {
+                        try await retry(
+                            reason: "short_body", detail: "the source sent \(reader.bytesAccepted) of \(size) bytes",
+                            attempt: &attempt, reader: reader, info: info)
+                    } else {
+                        reader.finish()
+                    }
+                    continue
+                }
+                if let problem = reader.lastProblem {
+                    throw Restart(reason: "source_changed", detail: "\(request.source): \(problem)")
+                }
+                switch RetryPolicy.judge(reply, what: "GET \(request.source)") {
+                case .success:
+                    reader.finish()
+                case .fail(let error):
+                    throw error
+                case .retry(let reason):
+                    try await retry(
+                        reason: reason, detail: reply.curlCode != 0 ? reply.curlMessage : "status \(reply.status)",
+                        attempt: &attempt, reader: reader, info: info)
+                }
+            }
+        }
+        throw TransferError.cancelled
+    }
+
+    private func retry(
+        reason: String, detail: String, attempt: inout Int, reader: SourceReader, info: SourceInfo
+    ) async throws {
+        guard info.isResumable, !request.source.isFile else { throw Restart(reason: reason, detail: detail) }
+        guard attempt < options.maxAttempts else {
+            throw TransferError(
+                code: reason,
+                message: "GET \(request.source): gave up after \(attempt) attempts (last: \(reason), \(detail))",
+                isPermanent: false)
+        }
+        events(.retrying(reason: reason, attempt: attempt))
+        try await backoff(afterAttempt: attempt)
+        attempt += 1
+        reader.fetch(get(from: reader.bytesAccepted, info: info, into: reader))
+    }
+
+    // MARK: Skip
+
+    /// The destination's SHA-256 when it already holds the source's bytes, else nil.
+    func skippable(_ existing: S3Client.ObjectHead, _ info: SourceInfo) -> String? {
+        guard let sha = existing.metadata["squall-sha256"] else { return nil }
+        if let size = info.size, size != existing.size { return nil }
+        if let expected = request.expectedSHA256 { return sha == expected ? sha : nil }
+        guard info.size != nil else { return nil }
+        if let etag = info.etag, let recorded = existing.metadata["squall-source-etag"], Self.bare(etag) != recorded {
+            return nil
+        }
+        return sha
+    }
+
+    /// An ETag without its quotes (and weakness mark), as it can be stored in a metadata header.
+    static func bare(_ etag: String) -> String {
+        etag.replacingOccurrences(of: "W/", with: "").replacingOccurrences(of: "\"", with: "")
+    }
+
+    func expectSHA256(_ digest: String) throws(TransferError) {
+        if let expected = request.expectedSHA256, expected != digest {
+            throw TransferError(
+                code: "checksum_mismatch",
+                message: "\(request.source): the bytes have sha256 \(digest), the manifest expects \(expected)",
+                isPermanent: true)
+        }
+    }
+
+    // MARK: S3 destination
+
+    func toS3(
+        bucket: String, key: String, info: SourceInfo, partSize: Int, ticker: ProgressTicker
+    ) async throws
+        -> TransferReport
+    {
+        let client = self.client
+        let destination = "s3://\(bucket)/\(key)"
+        var metadata: [String: String] = [:]
+        if let etag = info.etag { metadata["squall-source-etag"] = Self.bare(etag) }
+        let resumable = info.isResumable && !request.source.isFile && (info.size ?? 0) > Int64(partSize)
+        let resume =
+            resumable ? try await findResumable(client, bucket: bucket, key: key, info: info, partSize: partSize) : nil
+        let firstPart = (resume?.partsDone ?? 0) + 1
+        let startOffset = Int64(firstPart - 1) * Int64(partSize)
+        let hasher = resume.flatMap { ResumableSHA256(restoring: $0.digestState) } ?? ResumableSHA256()
+        let reader = SourceReader(
+            multi: engine.multi, partSize: partSize, buffers: max(options.concurrency, 2), firstPart: firstPart,
+            startOffset: startOffset, hasher: hasher, limit: info.size)
+        ticker.watch(reader, offset: startOffset)
+        let ledger = UploadLedger(resumed: resume)
+        let state = UploadState(
+            uploadID: resume?.uploadID, multipart: resume != nil || (info.size ?? 0) > Int64(partSize))
+        let writer = RecordWriter(client: client, bucket: bucket, key: key)
+        if let resume {
+            engine.logger.info(
+                "resuming an upload left by an earlier run",
+                metadata: ["destination": "\(destination)", "transfer.parts_done": "\(resume.partsDone)"])
+        }
+
+        func record(partsDone: Int) -> ResumeRecord? {
+            guard resumable, let uploadID = state.uploadID, let done = ledger.prefix(upTo: partsDone) else {
+                return nil
+            }
+            return ResumeRecord(
+                key: key, uploadID: uploadID, source: request.source.description, sourceETag: info.etag,
+                sourceLastModified: info.lastModified, size: info.size ?? 0, partSize: partSize, partsDone: partsDone,
+                digestState: done.state, parts: done.parts)
+        }
+
+        func startUpload(_ part: SourceReader.Part, uploadID: String) {
+            let task = Task {
+                do {
+                    let etag = try await client.uploadPart(
+                        bucket: bucket, key: key, uploadID: uploadID, number: part.number, part: part.buffer,
+                        sha256: part.sha256)
+                    let prefix = ledger.completed(
+                        S3Client.CompletedPart(number: part.number, etag: etag, sha256: part.sha256),
+                        state: part.digestState)
+                    reader.release(part.buffer)
+                    if let prefix, let record = record(partsDone: prefix) { await writer.write(record) }
+                } catch {
+                    ledger.fail(error)
+                    reader.cancel()
+                }
+            }
+            ledger.track(task)
+        }
+
+        do {
+            try await withTaskCancellationHandler {
+                try await pump(reader, info: info, from: startOffset) { part in
+                    if let error = ledger.error { throw error }
+                    guard part.number <= PartPlan.maximumParts else {
+                        throw TransferError(
+                            code: "too_many_parts",
+                            message:
+                                "\(request.source) is larger than \(PartPlan.maximumParts) parts of \(partSize) bytes; raise the part size",
+                            isPermanent: true)
+                    }
+                    if !state.multipart && part.number == 1 {
+                        state.held = part  // one part so far: a single PUT unless another follows
+                        return
+                    }
+                    state.multipart = true
+                    if state.uploadID == nil {
+                        state.uploadID = try await client.createMultipartUpload(
+                            bucket: bucket, key: key, metadata: metadata)
+                        if let record = record(partsDone: 0) { await writer.write(record) }
+                    }
+                    if let held = state.held {
+                        state.held = nil
+                        startUpload(held, uploadID: state.uploadID!)
+                    }
+                    startUpload(part, uploadID: state.uploadID!)
+                }
+            } onCancel: {
+                reader.cancel()
+                ledger.cancelAll()
+            }
+            let digest = ResumableSHA256.hex(reader.digest())
+            let total = reader.bytesAccepted
+            metadata["squall-sha256"] = digest
+            if !state.multipart {
+                try expectSHA256(digest)
+                let body: HTTPCall.Body = state.held.map { .part($0.buffer) } ?? .none
+                let sha = state.held?.sha256 ?? ResumableSHA256().digest()
+                let etag = try await client.put(
+                    bucket: bucket, key: key, body: body, sha256: sha, metadata: metadata,
+                    conditional: options.createOnly)
+                guard let etag else { return try await alreadyThere(client, bucket: bucket, key: key, digest: digest) }
+                return TransferReport(outcome: .done, bytes: total, etag: etag, sha256: digest, bytesFetched: total)
+            }
+            let parts = try await ledger.waitForAll()
+            try expectSHA256(digest)
+            guard let uploadID = state.uploadID else { throw TransferError.cancelled }
+            let etag = try await client.completeMultipartUpload(
+                bucket: bucket, key: key, uploadID: uploadID, parts: parts, conditional: options.createOnly)
+            state.uploadID = nil  // completed: nothing to abort any more
+            if resumable { try? await client.delete(bucket: bucket, key: ResumeRecord.key(for: key)) }
+            guard let etag else { return try await alreadyThere(client, bucket: bucket, key: key, digest: digest) }
+            var finalETag = etag
+            if total <= Int64(PartPlan.maximumPartSize), let completed = etag {
+                // The digest is known only now: stamp it as metadata, on this very object only (If-Match).
+                try await client.replaceMetadata(bucket: bucket, key: key, etag: completed, metadata: metadata)
+                finalETag = try await client.head(bucket: bucket, key: key)?.etag ?? etag
+            }
+            return TransferReport(
+                outcome: .done, bytes: total, etag: finalETag, sha256: digest, bytesFetched: total - startOffset)
+        } catch {
+            ledger.cancelAll()
+            reader.cancel()
+            if let uploadID = state.uploadID {
+                // Runs even when this task is cancelled: an aborted transfer leaves no upload behind.
+                await Task.detached {
+                    try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadID: uploadID)
+                    if resumable { try? await client.delete(bucket: bucket, key: ResumeRecord.key(for: key)) }
+                }.value
+            }
+            throw error
+        }
+    }
+
+    /// A create-only write found an object already there: the same bytes are a skip, others an error.
+    func alreadyThere(
+        _ client: S3Client, bucket: String, key: String, digest: String
+    ) async throws(TransferError)
+        -> TransferReport
+    {
+        if let existing = try await client.head(bucket: bucket, key: key), existing.metadata["squall-sha256"] == digest
+        {
+            return TransferReport(
+                outcome: .skipped, bytes: existing.size, etag: existing.etag, sha256: digest, bytesFetched: 0)
+        }
+        throw TransferError(
+            code: "destination_exists",
+            message: "s3://\(bucket)/\(key) was written by someone else meanwhile, with other bytes",
+            isPermanent: true)
+    }
+
+    /// An upload left by an earlier run that can be continued, or nil (after aborting a stale one).
+    func findResumable(
+        _ client: S3Client, bucket: String, key: String, info: SourceInfo, partSize: Int
+    ) async throws(TransferError) -> ResumeRecord? {
+        let recordKey = ResumeRecord.key(for: key)
+        guard let bytes = try await client.getSmall(bucket: bucket, key: recordKey) else { return nil }
+        guard let record = try? JSONDecoder().decode(ResumeRecord.self, from: Data(bytes)), record.key == key else {
+            try? await client.delete(bucket: bucket, key: recordKey)
+            return nil
+        }
+        let matches = record.matches(
+            source: request.source.description, etag: info.etag, lastModified: info.lastModified, size: info.size ?? -1,
+            partSize: partSize)
+        if matches, record.partsDone > 0, ResumableSHA256(restoring: record.digestState) != nil,
+            let stored = try await client.listParts(bucket: bucket, key: key, uploadID: record.uploadID)
+        {
+            let byNumber = Dictionary(stored.map { ($0.number, $0) }, uniquingKeysWith: { first, _ in first })
+            let intact = record.parts.allSatisfy { part in
+                byNumber[part.number]?.etag == part.etag && byNumber[part.number]?.size == Int64(partSize)
+            }
+            if intact && record.parts.count == record.partsDone { return record }
+        }
+        engine.logger.info(
+            "aborting a stale upload left by an earlier run", metadata: ["destination": "s3://\(bucket)/\(key)"])
+        try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadID: record.uploadID)
+        try? await client.delete(bucket: bucket, key: recordKey)
+        return nil
+    }
+
+    // MARK: File destination
+
+    func toFile(path: String, info: SourceInfo, partSize: Int, ticker: ProgressTicker) async throws -> TransferReport {
+        let temporary = "\(path).squall-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let file = try await openForWriting(temporary, finalPath: path)
+        let reader = SourceReader(multi: engine.multi, partSize: partSize, buffers: 2, limit: info.size)
+        ticker.watch(reader, offset: 0)
+        do {
+            try await withTaskCancellationHandler {
+                try await pump(reader, info: info, from: 0) { part in
+                    try await engine.onFileThread { try file.write(part.buffer.bytes) }
+                    reader.release(part.buffer)
+                }
+            } onCancel: {
+                reader.cancel()
+            }
+            let digest = ResumableSHA256.hex(reader.digest())
+            try expectSHA256(digest)
+            try await engine.onFileThread {
+                try file.finish()
+                guard rename(temporary, path) == 0 else {
+                    throw TransferError(
+                        code: "file_error", message: "\(path): \(String(cString: strerror(errno)))", isPermanent: true)
+                }
+            }
+            return TransferReport(
+                outcome: .done, bytes: reader.bytesAccepted, etag: nil, sha256: digest,
+                bytesFetched: reader.bytesAccepted)
+        } catch {
+            reader.cancel()
+            _ = try? await engine.onFileThread {
+                file.close()
+                unlink(temporary)
+            }
+            throw error
+        }
+    }
+
+    private func openForWriting(_ temporary: String, finalPath: String) async throws -> LocalFile {
+        do {
+            return try await engine.onFileThread { try LocalFile(creating: temporary) }
+        } catch {
+            throw TransferError(
+                code: "file_error", message: "\(finalPath): cannot write beside it (\(error))", isPermanent: true)
+        }
+    }
+}
+
+extension TransferLocation {
+    var isFile: Bool {
+        if case .file = self { return true }
+        return false
+    }
+}
+
+/// A file being written by the engine's file thread (never by the cooperative pool).
+final class LocalFile: @unchecked Sendable {
+    private var descriptor: Int32
+
+    init(creating path: String) throws {
+        descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw TransferError(
+                code: "file_error", message: "\(path): \(String(cString: strerror(errno)))", isPermanent: true)
+        }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = Foundation.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw TransferError(code: "file_error", message: String(cString: strerror(errno)), isPermanent: true)
+            }
+            offset += written
+        }
+    }
+
+    /// Flushes to disk and closes.
+    func finish() throws {
+        guard fsync(descriptor) == 0 else {
+            throw TransferError(code: "file_error", message: String(cString: strerror(errno)), isPermanent: true)
+        }
+        close()
+    }
+
+    func close() {
+        if descriptor >= 0 { _ = Foundation.close(descriptor) }
+        descriptor = -1
+    }
+
+    deinit { close() }
+}
+
+/// The mutable state of one S3 upload while its parts stream (touched by the pump, one step at a time).
+final class UploadState: @unchecked Sendable {
+    var uploadID: String?
+    var multipart: Bool
+    var held: SourceReader.Part?
+
+    init(uploadID: String?, multipart: Bool) {
+        self.uploadID = uploadID
+        self.multipart = multipart
+    }
+}

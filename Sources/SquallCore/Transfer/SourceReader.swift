@@ -1,0 +1,183 @@
+import Foundation
+
+/// Reads a source once, in order, into part buffers, and hashes the bytes as they pass.
+///
+/// It is the stream of one GET at a time (a broken download is continued by another GET with a
+/// Range, fed to the same reader): libcurl calls ``receive(_:)`` on the transfer thread, the bytes
+/// go into the part being filled, and each full part is handed to the uploader as an ``Event``
+/// with its own SHA-256 and the whole-object digest's state after it. The pool of buffers is
+/// fixed; when every buffer is out (parts still uploading) the reader pauses the download, and
+/// ``release(_:)`` un-pauses it. A chunk is taken whole or not at all, so nothing is copied twice.
+final class SourceReader: ResponseStream, @unchecked Sendable {
+    struct Part: @unchecked Sendable {
+        var number: Int
+        var buffer: PartBuffer
+        var sha256: [UInt8]
+        /// The whole-object digest's state after this part (nil when it cannot be saved).
+        var digestState: [UInt32]?
+    }
+
+    enum Event: @unchecked Sendable {
+        case part(Part)
+        /// One GET ended; the engine judges it (success: call ``finish()``; error: retry with a Range).
+        case ended(HTTPReply)
+        /// After ``finish()``: every byte is in a part.
+        case finished
+    }
+
+    let events: AsyncStream<Event>
+    private let continuation: AsyncStream<Event>.Continuation
+    private let multi: CurlMulti
+    private let lock = NSLock()
+    private var pool: [PartBuffer]
+    private var current: PartBuffer?
+    private var nextNumber: Int
+    private var hasher: ResumableSHA256
+    private var accepted: Int64
+    private var paused = false
+    private var request: CurlRequest?
+    private var expectedStart: Int64 = 0
+    private var limit: Int64?
+    private var headersOfFirstResponse: ReplyHeaders?
+    private var problem: String?
+
+    /// - Parameters:
+    ///   - startOffset: bytes already stored by a previous run (a resumed upload); the first part read is `firstPart`.
+    ///   - limit: the size the source declared, when known: a byte more is an error.
+    init(
+        multi: CurlMulti, partSize: Int, buffers: Int, firstPart: Int = 1, startOffset: Int64 = 0,
+        hasher: ResumableSHA256 = ResumableSHA256(), limit: Int64? = nil
+    ) {
+        self.multi = multi
+        pool = (0..<buffers).map { _ in PartBuffer(capacity: partSize) }
+        nextNumber = firstPart
+        self.hasher = hasher
+        accepted = startOffset
+        self.limit = limit
+        (events, continuation) = AsyncStream.makeStream(of: Event.self)
+    }
+
+    /// Bytes of the source taken so far (the absolute offset the next GET starts at).
+    var bytesAccepted: Int64 { lock.withLock { accepted } }
+
+    /// The first response's headers (validators, length), once a body has started.
+    var firstResponseHeaders: ReplyHeaders? { lock.withLock { headersOfFirstResponse } }
+
+    /// Why the last GET was refused by the reader (a Range answered with the wrong bytes, too many bytes).
+    var lastProblem: String? { lock.withLock { problem } }
+
+    /// The size declared by the first response (`Content-Length` of a 200, or the total of a `Content-Range`).
+    var declaredSize: Int64? { lock.withLock { limit } }
+
+    /// Starts a GET whose body continues at ``bytesAccepted``.
+    func fetch(_ call: HTTPCall) {
+        lock.withLock {
+            expectedStart = accepted
+            problem = nil
+        }
+        let started = multi.start(call) { [continuation] reply in continuation.yield(.ended(reply)) }
+        lock.withLock { request = started }
+    }
+
+    /// Stops the GET in progress, if any.
+    func cancel() {
+        if let request = lock.withLock({ request }) { multi.cancel(request) }
+        continuation.finish()
+    }
+
+    /// The source has no more bytes: hands over the last, partly filled part and ends the events.
+    func finish() {
+        let last: Part? = lock.withLock {
+            guard let buffer = current, buffer.count > 0 else { return nil }
+            current = nil
+            return makePart(buffer)
+        }
+        if let last { continuation.yield(.part(last)) }
+        continuation.yield(.finished)
+        continuation.finish()
+    }
+
+    /// The digest of every byte accepted (complete once ``finish()`` was called).
+    func digest() -> [UInt8] { lock.withLock { hasher.digest() } }
+
+    /// Gives a buffer back once its part is stored, un-pausing the download if it waited for one.
+    func release(_ buffer: PartBuffer) {
+        let resume: CurlRequest? = lock.withLock {
+            buffer.count = 0
+            pool.append(buffer)
+            guard paused else { return nil }
+            paused = false
+            return request
+        }
+        if let resume { multi.resume(resume) }
+    }
+
+    // MARK: ResponseStream (transfer thread)
+
+    func responseStarted(status: Int, headers: ReplyHeaders) -> Bool {
+        lock.withLock {
+            if status == 206 {
+                let range = headers["content-range"] ?? ""
+                // "bytes START-END/TOTAL"
+                let start = range.split(separator: " ").last?.split(separator: "-").first.flatMap { Int64($0) }
+                guard start == expectedStart else {
+                    problem =
+                        "the source answered the range request from byte \(start.map(String.init) ?? "?") (asked \(expectedStart))"
+                    return false
+                }
+                if limit == nil, let total = range.split(separator: "/").last.flatMap({ Int64($0) }) { limit = total }
+            } else if expectedStart > 0 {
+                problem = "the source changed or ignored the range request (answered \(status), not 206)"
+                return false
+            } else if limit == nil, let length = headers["content-length"].flatMap({ Int64($0) }) {
+                limit = length
+            }
+            if headersOfFirstResponse == nil { headersOfFirstResponse = headers }
+            return true
+        }
+    }
+
+    func receive(_ bytes: UnsafeRawBufferPointer) -> StreamVerdict {
+        var parts: [Part] = []
+        let verdict: StreamVerdict = lock.withLock {
+            if let limit, accepted + Int64(bytes.count) > limit {
+                problem = "the source sent more bytes than the \(limit) it declared"
+                return .abort
+            }
+            if current == nil {
+                guard let buffer = pool.popLast() else {
+                    paused = true
+                    return .pause
+                }
+                current = buffer
+            }
+            if bytes.count > current!.capacity - current!.count && pool.isEmpty {
+                paused = true
+                return .pause
+            }
+            var rest = bytes
+            while !rest.isEmpty {
+                if current == nil { current = pool.popLast() }
+                let buffer = current!
+                let taken = buffer.append(rest)
+                hasher.update(UnsafeRawBufferPointer(rebasing: rest[0..<taken]))
+                accepted += Int64(taken)
+                rest = UnsafeRawBufferPointer(rebasing: rest[taken...])
+                if buffer.isFull {
+                    parts.append(makePart(buffer))
+                    current = nil
+                }
+            }
+            return .accepted
+        }
+        for part in parts { continuation.yield(.part(part)) }
+        return verdict
+    }
+
+    private func makePart(_ buffer: PartBuffer) -> Part {
+        defer { nextNumber += 1 }
+        return Part(
+            number: nextNumber, buffer: buffer, sha256: ResumableSHA256.digest(of: buffer.bytes),
+            digestState: hasher.savedState)
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+
+/// The parts of one multipart upload: which are stored (with their ETag, checksum and the digest state
+/// after each), the upload tasks still running, and the first failure.
+final class UploadLedger: @unchecked Sendable {
+    private let lock = NSLock()
+    private var parts: [Int: S3Client.CompletedPart] = [:]
+    private var states: [Int: [UInt32]] = [:]
+    private var tasks: [Task<Void, Never>] = []
+    private var failure: (any Error)?
+    private var contiguous = 0
+
+    init(resumed: ResumeRecord?) {
+        guard let resumed else { return }
+        for part in resumed.parts {
+            parts[part.number] = S3Client.CompletedPart(
+                number: part.number, etag: part.etag, sha256: Self.bytes(fromHex: part.sha256))
+        }
+        states[resumed.partsDone] = resumed.digestState
+        contiguous = resumed.partsDone
+    }
+
+    var error: (any Error)? { lock.withLock { failure } }
+
+    func track(_ task: Task<Void, Never>) { lock.withLock { tasks.append(task) } }
+
+    func fail(_ error: any Error) {
+        lock.withLock { if failure == nil { failure = error } }
+    }
+
+    /// Records a stored part; returns the new length of the run of parts stored from part 1, when it grew.
+    func completed(_ part: S3Client.CompletedPart, state: [UInt32]?) -> Int? {
+        lock.withLock {
+            parts[part.number] = part
+            if let state { states[part.number] = state }
+            let before = contiguous
+            while parts[contiguous + 1] != nil { contiguous += 1 }
+            return contiguous > before ? contiguous : nil
+        }
+    }
+
+    /// Parts 1…`count` with the digest state after the last, for a resume record.
+    func prefix(upTo count: Int) -> (parts: [ResumeRecord.StoredPart], state: [UInt32])? {
+        lock.withLock {
+            if count == 0 { return ([], ResumableSHA256().savedState ?? []) }
+            guard let state = states[count] else { return nil }
+            let stored = (1...count).compactMap { number in
+                parts[number].map {
+                    ResumeRecord.StoredPart(number: number, etag: $0.etag, sha256: ResumableSHA256.hex($0.sha256))
+                }
+            }
+            return stored.count == count ? (stored, state) : nil
+        }
+    }
+
+    /// Waits for every upload task; returns the parts in order, or throws the first failure.
+    func waitForAll() async throws -> [S3Client.CompletedPart] {
+        while true {
+            let pending = lock.withLock { () -> [Task<Void, Never>] in
+                defer { tasks.removeAll() }
+                return tasks
+            }
+            if pending.isEmpty { break }
+            for task in pending { await task.value }
+        }
+        if let error { throw error }
+        return lock.withLock { parts.values.sorted { $0.number < $1.number } }
+    }
+
+    func cancelAll() {
+        for task in lock.withLock({ tasks }) { task.cancel() }
+    }
+
+    static func bytes(fromHex hex: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex, let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) {
+            bytes.append(UInt8(hex[index..<next], radix: 16) ?? 0)
+            index = next
+        }
+        return bytes
+    }
+}
+
+/// Writes resume records one at a time, never an older one after a newer.
+actor RecordWriter {
+    let client: S3Client
+    let bucket: String
+    let key: String
+    private var written = -1
+
+    init(client: S3Client, bucket: String, key: String) {
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+    }
+
+    /// Best effort: a record that cannot be written only costs a resume.
+    func write(_ record: ResumeRecord) async {
+        guard record.partsDone > written, let body = try? JSONEncoder().encode(record) else { return }
+        written = record.partsDone
+        let bytes = Array(body)
+        let digest = bytes.withUnsafeBytes { ResumableSHA256.digest(of: $0) }
+        _ = try? await client.put(
+            bucket: bucket, key: ResumeRecord.key(for: key), body: .bytes(bytes), sha256: digest, metadata: [:],
+            conditional: false)
+    }
+}
+
+/// Reports progress at most once per interval while a transfer runs.
+final class ProgressTicker: @unchecked Sendable {
+    private let lock = NSLock()
+    private var task: Task<Void, Never>?
+    private let interval: Duration
+    private let total: Int64?
+    private let events: @Sendable (TransferEvent) -> Void
+
+    init(interval: Duration, total: Int64?, events: @escaping @Sendable (TransferEvent) -> Void) {
+        self.interval = interval
+        self.total = total
+        self.events = events
+    }
+
+    /// Starts reporting `reader`'s bytes (`offset` of them were there before this run).
+    func watch(_ reader: SourceReader, offset: Int64) {
+        let (interval, total, events) = (interval, total, events)
+        let task = Task {
+            var last = (bytes: reader.bytesAccepted, at: ContinuousClock.now)
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                if Task.isCancelled { break }
+                let now = (bytes: reader.bytesAccepted, at: ContinuousClock.now)
+                let seconds =
+                    Double((now.at - last.at).components.attoseconds) / 1e18
+                    + Double((now.at - last.at).components.seconds)
+                let rate = seconds > 0 ? Double(now.bytes - last.bytes) / seconds : 0
+                events(.progress(TransferProgress(bytesDone: now.bytes, bytesTotal: total, bytesPerSecond: rate)))
+                last = now
+            }
+        }
+        lock.withLock { self.task = task }
+    }
+
+    func stop() {
+        lock.withLock { task }?.cancel()
+    }
+}
