@@ -102,12 +102,17 @@ let package = Package(
                 "SquallCore", "SquallTestSupport", "CLibPQ", "CRabbitMQ", "CCurl",
                 // Hashing objects read back from the S3 emulator, which checks no checksum itself.
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SquallCore", "SquallTestSupport", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "SquallCore", "SquallTestSupport", "CRabbitMQ", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

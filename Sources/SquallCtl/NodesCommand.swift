@@ -11,6 +11,11 @@ struct NodesCommand: AsyncParsableCommand {
     @Flag(name: .customLong("json"), help: "Print JSON (stable field names) instead of a table.")
     var json = false
 
+    @Option(
+        name: .customLong("heartbeat-period"),
+        help: "The nodes' heartbeat period in seconds; a node silent for 3 periods is shown lost, default 5.")
+    var heartbeatPeriod: Double = 5
+
     func run() async throws {
         try await RepositoryAccess.run(common, command: "nodes") { repository in
             let nodes = try await repository.nodes()
@@ -19,12 +24,15 @@ struct NodesCommand: AsyncParsableCommand {
                 return
             }
             let now = Timestamp.now()
-            var table = TextTable(["NODE", "ROLE", "HOST", "LAST SEEN", "JOBS", "MOVED"], rightAligned: [3, 4, 5])
+            let registry = NodeRegistryView(heartbeatPeriod: .milliseconds(Int64(max(heartbeatPeriod, 0.001) * 1000)))
+            var table = TextTable(
+                ["NODE", "ROLE", "STATE", "HOST", "LAST SEEN", "JOBS", "MOVED"], rightAligned: [4, 5, 6])
             for node in nodes {
                 let age = max(0, now.milliseconds - node.lastSeen.milliseconds) / 1000
+                let state = registry.state(lastHeard: node.lastSeen, currentJobs: node.currentJobs.count, at: now)
                 table.add([
-                    node.name, node.role.rawValue, node.host, "\(age)s ago", String(node.currentJobs.count),
-                    formatBytes(node.bytesMoved),
+                    node.name, node.role.rawValue, state.rawValue, node.host, "\(age)s ago",
+                    String(node.currentJobs.count), formatBytes(node.bytesMoved),
                 ])
             }
             print(nodes.isEmpty ? "no nodes" : table.rendered)

@@ -13,7 +13,8 @@ struct SquallCtl: AsyncParsableCommand {
             """,
         subcommands: [
             ShowConfiguration.self, MigrateCommand.self, SubmitCommand.self, StatusCommand.self, JobsCommand.self,
-            ResetFailedCommand.self, CancelCommand.self, NodesCommand.self, CopyCommand.self,
+            ResetFailedCommand.self, CancelCommand.self, NodesCommand.self, WatchCommand.self, WaitCommand.self,
+            CopyCommand.self,
         ]
     )
 }

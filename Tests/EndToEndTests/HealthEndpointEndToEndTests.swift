@@ -10,6 +10,14 @@ import Testing
 /// The four services' health endpoint, reached over HTTP as the kubelet and Prometheus reach it.
 @Suite("Service HTTP endpoint")
 struct HealthEndpointEndToEndTests {
+    /// Servers that refuse at once (port 1): the services start, stay alive, and are not ready.
+    static let unreachableServers = [
+        "SQUALL_DATABASE_URL": "postgres://squall:pw@127.0.0.1:1/squall",
+        "SQUALL_AMQP_URL": "amqp://squall:pw@127.0.0.1:1/%2F",
+    ]
+    /// The services whose readiness already depends on their servers.
+    static let wired: Set<String> = ["squall-producer", "squall-consumer", "squall-observer", "squall-collector"]
+
     /// A port that was free a moment ago: bound to 0 on loopback, read back, released.
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -42,16 +50,20 @@ struct HealthEndpointEndToEndTests {
     func servesAndStops(executable: String) async throws {
         let port = try Self.freePort()
         let process = try BuiltExecutable(executable).start(
-            ["--http-port", "\(port)", "--http-host", "127.0.0.1"], environment: ["SQUALL_LOG_FORMAT": "json"])
+            ["--http-port", "\(port)", "--http-host", "127.0.0.1"],
+            environment: ["SQUALL_LOG_FORMAT": "json"].merging(Self.unreachableServers) { _, new in new })
         _ = try await process.waitForOutput(containing: "http endpoint listening", timeout: .seconds(20))
 
         let health = try await get(port, "/healthz")
         #expect(health.status == 200)
         #expect(health.body == "ok\n")
-        // No dependency is wired yet, so no check can fail: ready, with an empty list of checks.
+        // Nothing answers on port 1: a wired service is alive but not ready, and says which dependency fails.
         let ready = try await get(port, "/readyz")
-        #expect(ready.status == 200)
-        #expect(ready.body.contains(#""ready":true"#))
+        if Self.wired.contains(executable) {
+            #expect(ready.status == 503)
+            #expect(ready.body.contains(#""ready":false"#))
+            #expect(ready.body.contains("broker connected"))
+        }
         let metrics = try await get(port, "/metrics")
         #expect(metrics.status == 200)
         for series in ["# TYPE squall_jobs_published_total counter", #"squall_jobs_settled_total{outcome="done"} 0"#] {
@@ -68,7 +80,8 @@ struct HealthEndpointEndToEndTests {
 
     @Test("without --http-port no endpoint is started")
     func offByDefault() async throws {
-        let process = try BuiltExecutable("squall-consumer").start(environment: ["SQUALL_LOG_FORMAT": "json"])
+        let process = try BuiltExecutable("squall-consumer").start(
+            environment: ["SQUALL_LOG_FORMAT": "json"].merging(Self.unreachableServers) { _, new in new })
         let output = try await process.waitForOutput(containing: "\"message\":\"running\"", timeout: .seconds(20))
         #expect(output.contains("http-port=off"))
         process.signal(SIGTERM)

@@ -31,6 +31,8 @@ final class AMQPConnection: @unchecked Sendable {
         case settle(Settlement)
         case consume(ConsumerRecord, @Sendable (Result<Void, BrokerError>) -> Void)
         case cancel(consumerID: Int)
+        /// basic.cancel only: no new deliveries, but the channel stays open so those in hand can be settled.
+        case stopDelivering(consumerID: Int, @Sendable () -> Void)
         case queueDepth(String, @Sendable (Result<Int, BrokerError>) -> Void)
         case shutdown
     }
@@ -83,6 +85,8 @@ final class AMQPConnection: @unchecked Sendable {
         /// The channel on the current connection, 0 while not consuming.
         var channel: UInt16 = 0
         var queueName: String
+        /// The broker-assigned tag of the current basic.consume, for basic.cancel.
+        var consumerTag = ""
 
         init(
             id: Int, source: Source, prefetch: UInt16,
@@ -233,6 +237,7 @@ final class AMQPConnection: @unchecked Sendable {
             record.continuation.finish(throwing: error)
             completion(.failure(error))
         case .queueDepth(_, let completion): completion(.failure(error))
+        case .stopDelivering(_, let completion): completion()
         case .cancel, .shutdown: break
         }
     }
@@ -392,6 +397,9 @@ final class AMQPConnection: @unchecked Sendable {
                     completion(.success(()))
                 case .cancel(let id):
                     consumers.removeValue(forKey: id)?.continuation.finish()
+                case .stopDelivering(let id, let completion):
+                    consumers.removeValue(forKey: id)?.continuation.finish()
+                    completion()
                 case .settle(let settlement):
                     settlement.completion(.failure(.deliveryStale(deliveryTag: settlement.deliveryTag)))
                 default:
@@ -610,10 +618,11 @@ final class AMQPConnection: @unchecked Sendable {
         }
         amqp_basic_qos(state, channel, 0, record.prefetch, 0)
         try rpcResult("basic.qos \(record.prefetch) on \(record.queueName)", channel: channel)
-        amqp_basic_consume(
+        let consumeOK = amqp_basic_consume(
             state, channel, strings.bytes(record.queueName), squall_amqp_empty_bytes(), 0, 0, 0,
             squall_amqp_empty_table())
         try rpcResult("consuming \(record.queueName)", channel: channel)
+        record.consumerTag = consumeOK.map { Self.string($0.pointee.consumer_tag) } ?? ""
         record.channel = channel
         consumerByChannel[channel] = record
     }
@@ -655,6 +664,20 @@ final class AMQPConnection: @unchecked Sendable {
                 }
             }
             record.continuation.finish()
+        case .stopDelivering(let id, let completion):
+            defer { completion() }
+            // Out of `consumers`: not restarted on a new connection. Still in `consumerByChannel`:
+            // deliveries in hand can be acked or nacked until the connection closes.
+            guard let record = consumers.removeValue(forKey: id) else { return }
+            record.continuation.finish()
+            guard record.channel != 0, !record.consumerTag.isEmpty else { return }
+            let strings = CStrings()
+            amqp_basic_cancel(state, record.channel, strings.bytes(record.consumerTag))
+            do {
+                try rpcResult("basic.cancel on \(record.queueName)", channel: record.channel)
+            } catch {
+                if case .connection(let failure) = error { throw failure }
+            }
         case .queueDepth(let queue, let completion):
             let strings = CStrings()
             let declared = amqp_queue_declare(

@@ -68,7 +68,13 @@ public final class Broker: Service, Sendable {
 
     /// Runs as a lifecycle service: connects, serves until graceful shutdown, then closes.
     public func run() async throws {
-        try await start()
+        do {
+            // A shutdown while the first connection is still being made must not wait out readyTimeout.
+            try await cancelWhenGracefulShutdown { try await self.start() }
+        } catch  where Task.isShuttingDownGracefully {
+            await shutdown()
+            return
+        }
         try? await gracefulShutdown()
         await shutdown()
     }

@@ -110,6 +110,17 @@ public struct Deliveries: AsyncSequence, Sendable {
         connection.submit(.cancel(consumerID: consumerID))
     }
 
+    /// Stops new deliveries (basic.cancel) but keeps the channel open, so the deliveries already handed
+    /// out can still be acked or nacked: a Consumer shutting down finishes its running jobs this way
+    /// without the broker pushing it more. The sequence ends. Returns once the broker has answered
+    /// (or the connection is gone); a delivery the broker sent just before the cancel took effect is
+    /// dropped unsettled and requeued when the connection closes.
+    public func stopDelivering() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            connection.submit(.stopDelivering(consumerID: consumerID, { continuation.resume() }))
+        }
+    }
+
     public struct Iterator: AsyncIteratorProtocol {
         var base: AsyncThrowingStream<Delivery, any Error>.Iterator
         let connection: AMQPConnection
