@@ -58,10 +58,7 @@ struct ConsumerPrivateBrokerDisruptiveTests {
     static var privateURL: String { "amqp://squall:squall@127.0.0.1:\(amqpPort)/%2F" }
 
     @Test(
-        "with consumer_timeout at 60 s and a 45 s ack deadline, a 90 s transfer settles once, done, never redelivered",
-        .enabled("skipped: the transfer engine is not built yet (TransferEngine throws not_built)") {
-            await EngineProbe.isBuilt
-        })
+        "with consumer_timeout at 60 s and a 45 s ack deadline, a 90 s transfer settles once, done, never redelivered")
     func longTransferSettlesOnce() async throws {
         try await withPrivateBroker { _ in try await runLongTransfer() }
     }
