@@ -1,8 +1,8 @@
 import Foundation
 import Logging
-import SquallCore
 import Testing
 
+@testable import SquallCore
 @testable import SquallTestSupport
 
 /// The engine moving real bytes: from the source fixture and local files into moto and back, each
@@ -75,5 +75,26 @@ struct TransferEngineSmokeTests {
         let again = try await engine.transfer(request)
         #expect(again.outcome == .skipped)
         #expect(try await source.stats().bytesSent == 0)
+    }
+
+    @Test("a local file larger than the parts in flight streams into a multipart upload and back out, byte-exact")
+    func localFileRoundTrip() async throws {
+        let engine = try Self.engine()
+        let bucket = try await Self.bucket(engine)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("smoke-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        // 26 MiB: six parts of 5 MiB through a pool of three buffers, so the file reader must wait for uploads.
+        var bytes = [UInt8](repeating: 0, count: 26 << 20)
+        for index in bytes.indices { bytes[index] = UInt8(truncatingIfNeeded: (index &* 2_654_435_761) >> 13) }
+        let source = folder.appendingPathComponent("in.bin").path
+        try Data(bytes).write(to: URL(fileURLWithPath: source))
+        let expected = bytes.withUnsafeBytes { ResumableSHA256.hex(ResumableSHA256.digest(of: $0)) }
+        let up = try await engine.transfer(
+            TransferRequest(source: .file(path: source), destination: .s3(bucket: bucket, key: "file")))
+        #expect(up.sha256 == expected)
+        let copy = folder.appendingPathComponent("out.bin").path
+        #expect(try await Self.storedSHA256(bucket: bucket, key: "file", into: copy) == expected)
+        #expect(FileManager.default.contentsEqual(atPath: source, andPath: copy))
     }
 }

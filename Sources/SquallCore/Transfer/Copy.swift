@@ -154,7 +154,11 @@ struct Copy: Sendable {
         take: (SourceReader.Part) async throws -> Void
     ) async throws {
         var attempt = 1
-        reader.fetch(get(from: offset, info: info, into: reader))
+        if case .file(let path) = request.source {
+            reader.readFile(path)
+        } else {
+            reader.fetch(get(from: offset, info: info, into: reader))
+        }
         for await event in reader.events {
             switch event {
             case .part(let part):

@@ -36,6 +36,9 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
     private var accepted: Int64
     private var paused = false
     private var request: CurlRequest?
+    /// Wakes the local-file reader when a buffer comes back (it has no libcurl request to un-pause).
+    private var wakeFileReader: DispatchSemaphore?
+    private var fileReadCancelled = false
     private var expectedStart: Int64 = 0
     private var limit: Int64?
     private var headersOfFirstResponse: ReplyHeaders?
@@ -81,8 +84,69 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
 
     /// Stops the GET in progress, if any.
     func cancel() {
-        if let request = lock.withLock({ request }) { multi.cancel(request) }
+        let (request, wake) = lock.withLock { () -> (CurlRequest?, DispatchSemaphore?) in
+            fileReadCancelled = true
+            return (self.request, wakeFileReader)
+        }
+        if let request { multi.cancel(request) }
+        wake?.signal()
         continuation.finish()
+    }
+
+    /// Reads a local file from ``bytesAccepted`` on a thread of its own, feeding this reader as a GET would.
+    ///
+    /// libcurl's `file://` cannot pause its write callback, so local files are read here instead:
+    /// a chunk the reader cannot take yet waits until a buffer comes back.
+    func readFile(_ path: String) {
+        let wake = DispatchSemaphore(value: 0)
+        let offset = lock.withLock {
+            wakeFileReader = wake
+            expectedStart = accepted
+            problem = nil
+            return accepted
+        }
+        let thread = Thread { [self, continuation] in
+            let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else {
+                continuation.yield(.ended(Self.fileReply(code: 37, "\(path): \(String(cString: strerror(errno)))")))
+                return
+            }
+            defer { close(descriptor) }
+            let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
+            defer { chunk.deallocate() }
+            var position = off_t(offset)
+            while true {
+                if lock.withLock({ fileReadCancelled }) { return }
+                let count = pread(descriptor, chunk.baseAddress, chunk.count, position)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    continuation.yield(.ended(Self.fileReply(code: 26, "\(path): \(String(cString: strerror(errno)))")))
+                    return
+                }
+                if count == 0 { break }
+                let bytes = UnsafeRawBufferPointer(rebasing: chunk[0..<count])
+                var verdict = receive(bytes)
+                while verdict == .pause {
+                    wake.wait()
+                    if lock.withLock({ fileReadCancelled }) { return }
+                    verdict = receive(bytes)
+                }
+                if verdict == .abort {
+                    continuation.yield(.ended(Self.fileReply(code: 23, "\(path): \(lastProblem ?? "read stopped")")))
+                    return
+                }
+                position += off_t(count)
+            }
+            continuation.yield(.ended(Self.fileReply(code: 0, "")))
+        }
+        thread.name = "squall.file-source"
+        thread.start()
+    }
+
+    private static func fileReply(code: Int, _ message: String) -> HTTPReply {
+        HTTPReply(
+            curlCode: code, curlMessage: message, status: 200, headers: ReplyHeaders(), body: [], bytesReceived: 0,
+            refusedAddress: nil)
     }
 
     /// The source has no more bytes: hands over the last, partly filled part and ends the events.
@@ -102,14 +166,15 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
 
     /// Gives a buffer back once its part is stored, un-pausing the download if it waited for one.
     func release(_ buffer: PartBuffer) {
-        let resume: CurlRequest? = lock.withLock {
+        let (resume, wake): (CurlRequest?, DispatchSemaphore?) = lock.withLock {
             buffer.count = 0
             pool.append(buffer)
-            guard paused else { return nil }
+            guard paused else { return (nil, nil) }
             paused = false
-            return request
+            return (request, wakeFileReader)
         }
         if let resume { multi.resume(resume) }
+        wake?.signal()
     }
 
     // MARK: ResponseStream (transfer thread)
