@@ -55,7 +55,7 @@ def publish(params, queue, messages, batch, body):
             else:
                 publish_batch(state["channel"])
 
-    connection = pika.SelectConnection(params, on_open_callback=on_open)
+    connection = pika.SelectConnection(params, on_open_callback=on_open, on_close_callback=lambda closed, _reason: closed.ioloop.stop())
     connection.ioloop.start()
     if state["error"]:
         raise SystemExit("pika publish: " + state["error"])
@@ -83,7 +83,7 @@ def consume(params, queue, messages, prefetch, ack_every):
             state["end"] = time.perf_counter()
             connection.close()
 
-    connection = pika.SelectConnection(params, on_open_callback=on_open)
+    connection = pika.SelectConnection(params, on_open_callback=on_open, on_close_callback=lambda closed, _reason: closed.ioloop.stop())
     connection.ioloop.start()
     return messages / (state["end"] - state["start"])
 
