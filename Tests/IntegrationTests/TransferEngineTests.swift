@@ -74,15 +74,19 @@ struct TransferEngineTests {
         }
     }
 
-    @Test("the whole object's SHA-256 is stored as object metadata")
+    @Test("the whole object's SHA-256 is stored with it: metadata of a single PUT, a tag of a multipart object")
     func sha256Metadata() async throws {
         try await TransferRig.with("metadata") { rig in
-            for (key, size) in [("single.bin", 2 * MiB), ("multi.bin", 11 * MiB)] {
-                let (report, _) = try await rig.copy(rig.http(size: size, seed: 5), to: key)
-                let headers = try #require(try await rig.bucket.head(key))
-                let metadata = headers.filter { $0.key.hasPrefix("x-amz-meta-") }
-                #expect(metadata.values.contains(report.sha256), "\(key): metadata \(metadata)")
-            }
+            let (single, _) = try await rig.copy(rig.http(size: 2 * MiB, seed: 5), to: "single.bin")
+            let headers = try #require(try await rig.bucket.head("single.bin"))
+            #expect(headers["x-amz-meta-squall-sha256"] == single.sha256, "metadata \(headers)")
+
+            let (multi, _) = try await rig.copy(rig.http(size: 11 * MiB, seed: 5), to: "multi.bin")
+            let multiHeaders = try #require(try await rig.bucket.head("multi.bin"))
+            #expect(multiHeaders["x-amz-tagging-count"] == "2", "headers \(multiHeaders)")
+            let engine = try rig.engine(TransferRig.options)
+            let merged = try #require(try await engine.headObject(bucket: rig.bucket.name, key: "multi.bin"))
+            #expect(merged.metadata["squall-sha256"] == multi.sha256)
         }
     }
 

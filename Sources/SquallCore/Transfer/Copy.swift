@@ -355,12 +355,12 @@ struct Copy: Sendable {
             state.uploadID = nil  // completed: nothing to abort any more
             if resumable { try? await client.delete(bucket: bucket, key: ResumeRecord.key(for: key)) }
             guard let etag else { return try await alreadyThere(client, bucket: bucket, key: key, digest: digest) }
-            var finalETag = etag
-            if total <= Int64(PartPlan.maximumPartSize), let completed = etag {
-                // The digest is known only now: stamp it as metadata, on this very object only (If-Match).
-                try await client.replaceMetadata(bucket: bucket, key: key, etag: completed, metadata: metadata)
-                finalETag = try await client.head(bucket: bucket, key: key)?.etag ?? etag
-            }
+            // The digest is known only now. Metadata cannot change without copying the whole object,
+            // so it goes into the object's tags, which a HEAD's x-amz-tagging-count points to.
+            var tags = ["squall-sha256": digest]
+            if let source = metadata["squall-source-etag"] { tags["squall-source-etag"] = source }
+            try await client.putTags(bucket: bucket, key: key, tags: tags)
+            let finalETag = etag
             return TransferReport(
                 outcome: .done, bytes: total, etag: finalETag, sha256: digest, bytesFetched: total - startOffset)
         } catch {

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// The S3 requests the engine makes, each one signed request with its retries: HEAD, PUT, the
@@ -109,10 +110,53 @@ struct S3Client: Sendable {
     }
 
     /// The object's size, ETag and metadata, or nil when there is none.
+    ///
+    /// A multipart object carries Squall's digest as a tag rather than metadata (the digest is known only
+    /// once the upload completes, and metadata cannot change without copying the object): when the HEAD
+    /// says the object has tags and no digest in its metadata, its tags are read and merged in.
     func head(bucket: String, key: String) async throws(TransferError) -> ObjectHead? {
         let what = "HEAD s3://\(bucket)/\(key)"
         let reply = try await send(call(.head, bucket: bucket, key: key), what: what, expected: [404])
-        return Self.objectHead(reply)
+        guard var head = Self.objectHead(reply) else { return nil }
+        if head.metadata["squall-sha256"] == nil, Int(reply.headers["x-amz-tagging-count"] ?? "0") ?? 0 > 0 {
+            for (name, value) in try await tags(bucket: bucket, key: key) where head.metadata[name] == nil {
+                head.metadata[name] = value
+            }
+        }
+        return head
+    }
+
+    /// The object's tags.
+    func tags(bucket: String, key: String) async throws(TransferError) -> [String: String] {
+        var request = call(.get, bucket: bucket, key: key, query: "tagging=")
+        request.headers = [("x-amz-content-sha256", ResumableSHA256().hexDigest())]
+        let reply = try await send(request, what: "GetObjectTagging s3://\(bucket)/\(key)", expected: [404])
+        guard reply.status == 200 else { return [:] }
+        var tags: [String: String] = [:]
+        for block in S3XML.blocks(of: "Tag", in: reply.bodyText) {
+            if let name = S3XML.firstValue(of: "Key", in: block), let value = S3XML.firstValue(of: "Value", in: block) {
+                tags[name] = value
+            }
+        }
+        return tags
+    }
+
+    /// Sets the object's tags (replacing any), without rewriting the object.
+    func putTags(bucket: String, key: String, tags: [String: String]) async throws(TransferError) {
+        var xml = "<Tagging><TagSet>"
+        for (name, value) in tags.sorted(by: { $0.key < $1.key }) {
+            xml += "<Tag><Key>\(S3XML.escape(name))</Key><Value>\(S3XML.escape(value))</Value></Tag>"
+        }
+        xml += "</TagSet></Tagging>"
+        let body = Array(xml.utf8)
+        var request = call(.put, bucket: bucket, key: key, query: "tagging=")
+        request.body = .bytes(body)
+        request.headers = [
+            ("Content-Type", "application/xml"),
+            ("Content-MD5", Data(Insecure.MD5.hash(data: body)).base64EncodedString()),
+            ("x-amz-content-sha256", body.withUnsafeBytes { ResumableSHA256.hex(ResumableSHA256.digest(of: $0)) }),
+        ]
+        _ = try await send(request, what: "PutObjectTagging s3://\(bucket)/\(key)")
     }
 
     static func objectHead(_ reply: HTTPReply) -> ObjectHead? {
@@ -157,23 +201,6 @@ struct S3Client: Sendable {
 
     func delete(bucket: String, key: String) async throws(TransferError) {
         _ = try await send(call(.delete, bucket: bucket, key: key), what: "DELETE s3://\(bucket)/\(key)")
-    }
-
-    /// Rewrites the object's metadata by copying it onto itself, only if it still has `etag`.
-    func replaceMetadata(
-        bucket: String, key: String, etag: String, metadata: [String: String]
-    ) async throws(TransferError) {
-        var request = call(.put, bucket: bucket, key: key)
-        request.headers =
-            [
-                ("x-amz-copy-source", "/\(bucket)/\(Self.encodePath(key))"),
-                ("x-amz-copy-source-if-match", etag),
-                ("x-amz-metadata-directive", "REPLACE"),
-                ("x-amz-content-sha256", ResumableSHA256.hex(ResumableSHA256().digest())),
-            ] + metadata.sorted { $0.key < $1.key }.map { ("x-amz-meta-\($0.key)", $0.value) }
-        _ = try await send(request, what: "COPY s3://\(bucket)/\(key) onto itself") { reply in
-            Self.errorInBody(reply, what: "COPY s3://\(bucket)/\(key)")
-        }
     }
 
     /// Creates a bucket (tests, `squallctl cp` into a fresh emulator); an existing one of ours is fine.
