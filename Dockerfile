@@ -48,6 +48,7 @@ RUN apt-get update \
         librabbitmq4 \
         libpq5 \
         libcurl4 \
+        libssl3 \
         ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 squall \
