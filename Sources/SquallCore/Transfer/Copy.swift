@@ -44,7 +44,6 @@ struct Copy: Sendable {
     }
 
     func run() async throws -> TransferReport {
-        let started = ContinuousClock.now
         let info = try await probe()
         if case .s3(let bucket, let key) = request.destination,
             let existing = try await client.head(bucket: bucket, key: key), let sha = skippable(existing, info)
@@ -66,7 +65,6 @@ struct Copy: Sendable {
             throw TransferError(
                 code: "bad_destination", message: "an HTTP URL cannot be a destination", isPermanent: true)
         }
-        _ = started
     }
 
     // MARK: Source
