@@ -45,6 +45,8 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // CRC32C with the processor's instruction (header only: no library to link).
+        .systemLibrary(name: "CChecksum"),
         .systemLibrary(
             name: "COpenSSL",
             pkgConfig: "libcrypto",
@@ -58,6 +60,7 @@ let package = Package(
                 "CLibPQ",
                 "CCurl",
                 "COpenSSL",
+                "CChecksum",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -90,7 +93,7 @@ let package = Package(
         .testTarget(
             name: "SquallCoreTests",
             dependencies: [
-                "SquallCore",
+                "SquallCore", "CChecksum",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -99,7 +102,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "SquallCore", "SquallTestSupport", "CLibPQ", "CRabbitMQ", "CCurl",
+                "SquallCore", "SquallTestSupport", "CLibPQ", "CRabbitMQ", "CCurl", "CChecksum",
                 // Hashing objects read back from the S3 emulator, which checks no checksum itself.
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

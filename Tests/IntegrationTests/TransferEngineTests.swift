@@ -1,3 +1,4 @@
+import CChecksum
 import Foundation
 import SquallCore
 import Testing
@@ -26,6 +27,11 @@ struct TransferEngineTests {
             let log = try await rig.proxyLog("small.bin")
             #expect(log.filter(\.isSinglePut).count == 1, "\(log.map { "\($0.method) ?\($0.query)" })")
             #expect(!log.contains { $0.isCreateUpload || $0.isUploadPart })
+            // One PUT is the whole object: SigV4 signs its SHA-256, and S3 checks its CRC32C.
+            let put = try #require(log.first { $0.isSinglePut })
+            let bytes = try await rig.sourceBytes(size: size, seed: 1)
+            #expect(put.amz["x-amz-content-sha256"] == expected)
+            #expect(put.amz["x-amz-checksum-crc32c"] == crc32cBase64(bytes[...]))
         }
     }
 
@@ -46,6 +52,17 @@ struct TransferEngineTests {
             #expect(parts.filter { $0.status == .code(200) }.map(\.requestBytes).reduce(0, +) == size)
             #expect(log.filter(\.isComplete).count == 1)
             #expect(try await rig.bucket.incompleteUploads().isEmpty)
+
+            // Each part carries the CRC32C of its own bytes, which S3 verifies; the body is not signed.
+            #expect(log.first(where: \.isCreateUpload)?.amz["x-amz-checksum-algorithm"] == "CRC32C")
+            let bytes = try await rig.sourceBytes(size: size, seed: 2)
+            let partSize = TransferRig.options.partSize
+            for part in parts {
+                let number = try #require(part.partNumber)
+                let slice = bytes[(number - 1) * partSize..<min(number * partSize, size)]
+                #expect(part.amz["x-amz-checksum-crc32c"] == crc32cBase64(slice), "part \(number)")
+                #expect(part.amz["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD", "part \(number)")
+            }
         }
     }
 
@@ -656,4 +673,10 @@ enum LocalFile {
         hasher.update(data)
         return hasher.hex()
     }
+}
+
+/// CRC32C of `bytes` as S3 spells it (big-endian, base64), computed here without the engine's wrapper.
+func crc32cBase64(_ bytes: ArraySlice<UInt8>) -> String {
+    let value = bytes.withUnsafeBytes { squall_crc32c_update(0, $0.baseAddress, $0.count) }
+    return Data([24, 16, 8, 0].map { UInt8(truncatingIfNeeded: value >> $0) }).base64EncodedString()
 }

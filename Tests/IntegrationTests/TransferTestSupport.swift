@@ -130,6 +130,15 @@ struct TransferRig: Sendable {
         #expect(uploads.isEmpty, "incomplete uploads left for \(key): \(uploads)", sourceLocation: sourceLocation)
     }
 
+    /// The bytes of `/gen/<size>/<seed>`, as the source serves them.
+    func sourceBytes(size: Int, seed: Int) async throws -> [UInt8] {
+        let (status, body) = try await source.process.request("GET", "gen/\(size)/\(seed)")
+        guard status == 200, body.count == size else {
+            throw FixtureError("GET /gen/\(size)/\(seed): \(status), \(body.count) bytes")
+        }
+        return Array(body)
+    }
+
     /// The requests the proxy saw for `key`, in order.
     func proxyLog(_ key: String) async throws -> [ProxyStats.Entry] {
         guard let proxy else { return [] }

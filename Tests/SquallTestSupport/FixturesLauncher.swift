@@ -389,6 +389,8 @@
             var fault: String?
             var requestBytes: Int
             var responseBytes: Int
+            /// The request's `x-amz-*` headers (names lowercase), except the session token.
+            var amz: [String: String]
         }
         /// A status code, or the word the proxy logs for a connection it reset.
         enum Status: Decodable, Sendable, Equatable {

@@ -287,9 +287,9 @@ struct Copy: Sendable {
                 do {
                     let etag = try await client.uploadPart(
                         bucket: bucket, key: key, uploadID: uploadID, number: part.number, part: part.buffer,
-                        sha256: part.sha256)
+                        checksum: part.checksum)
                     let prefix = ledger.completed(
-                        S3Client.CompletedPart(number: part.number, etag: etag, sha256: part.sha256),
+                        S3Client.CompletedPart(number: part.number, etag: etag, checksum: part.checksum),
                         state: part.digestState)
                     reader.release(part.buffer)
                     if let prefix, let record = record(partsDone: prefix) { await writer.write(record) }
@@ -332,15 +332,17 @@ struct Copy: Sendable {
                 reader.cancel()
                 ledger.cancelAll()
             }
-            let digest = ResumableSHA256.hex(reader.digest())
+            let wholeDigest = reader.digest()
+            let digest = ResumableSHA256.hex(wholeDigest)
             let total = reader.bytesAccepted
             metadata["squall-sha256"] = digest
             if !state.multipart {
                 try expectSHA256(digest)
+                // One part is the whole object: its digest, computed anyway, is what SigV4 signs.
                 let body: HTTPCall.Body = state.held.map { .part($0.buffer) } ?? .none
-                let sha = state.held?.sha256 ?? ResumableSHA256().digest()
                 let etag = try await client.put(
-                    bucket: bucket, key: key, body: body, sha256: sha, metadata: metadata,
+                    bucket: bucket, key: key, body: body, sha256: wholeDigest,
+                    checksum: state.held?.checksum ?? PartChecksum(), metadata: metadata,
                     conditional: options.createOnly)
                 guard let etag else { return try await alreadyThere(client, bucket: bucket, key: key, digest: digest) }
                 return TransferReport(outcome: .done, bytes: total, etag: etag, sha256: digest, bytesFetched: total)
@@ -398,7 +400,14 @@ struct Copy: Sendable {
     ) async throws(TransferError) -> ResumeRecord? {
         let recordKey = ResumeRecord.key(for: key)
         guard let bytes = try await client.getSmall(bucket: bucket, key: recordKey) else { return nil }
-        guard let record = try? JSONDecoder().decode(ResumeRecord.self, from: Data(bytes)), record.key == key else {
+        guard let record = try? JSONDecoder().decode(ResumeRecord.self, from: Data(bytes)), record.key == key,
+            record.version == ResumeRecord.currentVersion
+        else {
+            // A record this version cannot use (an older engine's, or damaged): its upload is not continued,
+            // so it is aborted, not left to be billed as an incomplete upload.
+            if let stale = try? JSONDecoder().decode(ResumeRecord.UploadOnly.self, from: Data(bytes)) {
+                try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadID: stale.uploadID)
+            }
             try? await client.delete(bucket: bucket, key: recordKey)
             return nil
         }
@@ -426,7 +435,8 @@ struct Copy: Sendable {
     func toFile(path: String, info: SourceInfo, partSize: Int, ticker: ProgressTicker) async throws -> TransferReport {
         let temporary = "\(path).squall-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let file = try await openForWriting(temporary, finalPath: path)
-        let reader = SourceReader(multi: engine.multi, partSize: partSize, buffers: 2, limit: info.size)
+        let reader = SourceReader(
+            multi: engine.multi, partSize: partSize, buffers: 2, limit: info.size, checksumsParts: false)
         ticker.watch(reader, offset: 0)
         do {
             try await withTaskCancellationHandler {

@@ -10,7 +10,9 @@ import Foundation
 /// recorded ETags, restores the digest state after part `partsDone`, and reads the source from the
 /// byte after it. Anything else and the stale upload is aborted and the transfer starts afresh.
 struct ResumeRecord: Codable, Sendable, Equatable {
-    var version = 1
+    /// 2: parts carry their CRC32C (version 1 carried a SHA-256 per part).
+    static let currentVersion = 2
+    var version = currentVersion
     var key: String
     var uploadID: String
     var source: String
@@ -26,7 +28,13 @@ struct ResumeRecord: Codable, Sendable, Equatable {
     struct StoredPart: Codable, Sendable, Equatable {
         var number: Int
         var etag: String
-        var sha256: String
+        /// The part's CRC32C as S3 spells it (base64), for CompleteMultipartUpload.
+        var crc32c: String
+    }
+
+    /// What any version of the record says: enough to abort an upload that cannot be continued.
+    struct UploadOnly: Decodable {
+        var uploadID: String
     }
 
     static func key(for objectKey: String) -> String {

@@ -5,14 +5,17 @@ import Foundation
 /// It is the stream of one GET at a time (a broken download is continued by another GET with a
 /// Range, fed to the same reader): libcurl calls ``receive(_:)`` on the transfer thread, the bytes
 /// go into the part being filled, and each full part is handed to the uploader as an ``Event``
-/// with its own SHA-256 and the whole-object digest's state after it. The pool of buffers is
+/// with its own checksum (CRC32C, when the parts go to S3) and the whole-object digest's state
+/// after it. Both are computed chunk by chunk as the bytes arrive, while they are in the cache:
+/// each byte is read once for the SHA-256 and once for the CRC32C, never again from a full part. The pool of buffers is
 /// fixed; when every buffer is out (parts still uploading) the reader pauses the download, and
 /// ``release(_:)`` un-pauses it. A chunk is taken whole or not at all, so nothing is copied twice.
 final class SourceReader: ResponseStream, @unchecked Sendable {
     struct Part: @unchecked Sendable {
         var number: Int
         var buffer: PartBuffer
-        var sha256: [UInt8]
+        /// S3's per-part checksum of the buffer's bytes (zero when the reader computes none).
+        var checksum: PartChecksum
         /// The whole-object digest's state after this part (nil when it cannot be saved).
         var digestState: [UInt32]?
     }
@@ -33,6 +36,8 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
     private var current: PartBuffer?
     private var nextNumber: Int
     private var hasher: ResumableSHA256
+    private let checksumsParts: Bool
+    private var partChecksum = PartChecksum()
     private var accepted: Int64
     private var paused = false
     private var request: CurlRequest?
@@ -47,10 +52,12 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
     /// - Parameters:
     ///   - startOffset: bytes already stored by a previous run (a resumed upload); the first part read is `firstPart`.
     ///   - limit: the size the source declared, when known: a byte more is an error.
+    ///   - checksumsParts: compute each part's ``PartChecksum`` (parts bound for S3; a file needs none).
     init(
         multi: CurlMulti, partSize: Int, buffers: Int, firstPart: Int = 1, startOffset: Int64 = 0,
-        hasher: ResumableSHA256 = ResumableSHA256(), limit: Int64? = nil
+        hasher: ResumableSHA256 = ResumableSHA256(), limit: Int64? = nil, checksumsParts: Bool = true
     ) {
+        self.checksumsParts = checksumsParts
         self.multi = multi
         pool = (0..<buffers).map { _ in PartBuffer(capacity: partSize) }
         nextNumber = firstPart
@@ -225,7 +232,9 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
                 if current == nil { current = pool.popLast() }
                 let buffer = current!
                 let taken = buffer.append(rest)
-                hasher.update(UnsafeRawBufferPointer(rebasing: rest[0..<taken]))
+                let chunk = UnsafeRawBufferPointer(rebasing: rest[0..<taken])
+                hasher.update(chunk)
+                if checksumsParts { partChecksum.update(chunk) }
                 accepted += Int64(taken)
                 rest = UnsafeRawBufferPointer(rebasing: rest[taken...])
                 if buffer.isFull {
@@ -240,9 +249,10 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
     }
 
     private func makePart(_ buffer: PartBuffer) -> Part {
-        defer { nextNumber += 1 }
-        return Part(
-            number: nextNumber, buffer: buffer, sha256: ResumableSHA256.digest(of: buffer.bytes),
-            digestState: hasher.savedState)
+        defer {
+            nextNumber += 1
+            partChecksum = PartChecksum()
+        }
+        return Part(number: nextNumber, buffer: buffer, checksum: partChecksum, digestState: hasher.savedState)
     }
 }

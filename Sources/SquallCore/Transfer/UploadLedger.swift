@@ -14,7 +14,7 @@ final class UploadLedger: @unchecked Sendable {
         guard let resumed else { return }
         for part in resumed.parts {
             parts[part.number] = S3Client.CompletedPart(
-                number: part.number, etag: part.etag, sha256: Self.bytes(fromHex: part.sha256))
+                number: part.number, etag: part.etag, checksum: PartChecksum(base64: part.crc32c) ?? PartChecksum())
         }
         states[resumed.partsDone] = resumed.digestState
         contiguous = resumed.partsDone
@@ -46,7 +46,7 @@ final class UploadLedger: @unchecked Sendable {
             guard let state = states[count] else { return nil }
             let stored = (1...count).compactMap { number in
                 parts[number].map {
-                    ResumeRecord.StoredPart(number: number, etag: $0.etag, sha256: ResumableSHA256.hex($0.sha256))
+                    ResumeRecord.StoredPart(number: number, etag: $0.etag, crc32c: $0.checksum.base64)
                 }
             }
             return stored.count == count ? (stored, state) : nil
@@ -70,16 +70,6 @@ final class UploadLedger: @unchecked Sendable {
     func cancelAll() {
         for task in lock.withLock({ tasks }) { task.cancel() }
     }
-
-    static func bytes(fromHex hex: String) -> [UInt8] {
-        var bytes: [UInt8] = []
-        var index = hex.startIndex
-        while index < hex.endIndex, let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) {
-            bytes.append(UInt8(hex[index..<next], radix: 16) ?? 0)
-            index = next
-        }
-        return bytes
-    }
 }
 
 /// Writes resume records one at a time, never an older one after a newer.
@@ -100,10 +90,10 @@ actor RecordWriter {
         guard record.partsDone > written, let body = try? JSONEncoder().encode(record) else { return }
         written = record.partsDone
         let bytes = Array(body)
-        let digest = bytes.withUnsafeBytes { ResumableSHA256.digest(of: $0) }
+        let (digest, checksum) = bytes.withUnsafeBytes { (ResumableSHA256.digest(of: $0), PartChecksum.of($0)) }
         _ = try? await client.put(
-            bucket: bucket, key: ResumeRecord.key(for: key), body: .bytes(bytes), sha256: digest, metadata: [:],
-            conditional: false)
+            bucket: bucket, key: ResumeRecord.key(for: key), body: .bytes(bytes), sha256: digest, checksum: checksum,
+            metadata: [:], conditional: false)
     }
 }
 
