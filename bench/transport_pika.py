@@ -29,6 +29,7 @@ def publish(params, queue, messages, batch, body):
 
     def start(channel):
         state["start"] = time.perf_counter()
+        state["cpu"] = time.process_time()
         publish_batch(channel)
 
     def publish_batch(channel):
@@ -51,6 +52,7 @@ def publish(params, queue, messages, batch, body):
         if not state["pending"]:
             if state["sent"] >= messages:
                 state["end"] = time.perf_counter()
+                state["cpu"] = time.process_time() - state["cpu"]
                 connection.close()
             else:
                 publish_batch(state["channel"])
@@ -59,7 +61,7 @@ def publish(params, queue, messages, batch, body):
     connection.ioloop.start()
     if state["error"]:
         raise SystemExit("pika publish: " + state["error"])
-    return messages / (state["end"] - state["start"])
+    return messages / (state["end"] - state["start"]), state["cpu"] * 1e6 / messages
 
 
 def consume(params, queue, messages, prefetch, ack_every):
@@ -73,6 +75,7 @@ def consume(params, queue, messages, prefetch, ack_every):
 
     def start(channel):
         state["start"] = time.perf_counter()
+        state["cpu"] = time.process_time()
         channel.basic_consume(queue, on_message)
 
     def on_message(channel, method, properties, body):
@@ -81,11 +84,12 @@ def consume(params, queue, messages, prefetch, ack_every):
             channel.basic_ack(method.delivery_tag, multiple=True)
         if state["received"] == messages:
             state["end"] = time.perf_counter()
+            state["cpu"] = time.process_time() - state["cpu"]
             connection.close()
 
     connection = pika.SelectConnection(params, on_open_callback=on_open, on_close_callback=lambda closed, _reason: closed.ioloop.stop())
     connection.ioloop.start()
-    return messages / (state["end"] - state["start"])
+    return messages / (state["end"] - state["start"]), state["cpu"] * 1e6 / messages
 
 
 def delete(params, names):
@@ -110,9 +114,11 @@ def main():
         return
     queue, messages, batch, prefetch, ack_every = sys.argv[2], *map(int, sys.argv[3:7])
     body = bytes((i * 7) % 256 for i in range(1024))
-    publish_rate = publish(params, queue, messages, batch, body)
-    consume_rate = consume(params, queue, messages, prefetch, ack_every)
-    print(json.dumps({"publish_per_second": publish_rate, "consume_per_second": consume_rate}, sort_keys=True))
+    publish_rate, publish_cpu = publish(params, queue, messages, batch, body)
+    consume_rate, consume_cpu = consume(params, queue, messages, prefetch, ack_every)
+    print(json.dumps({"publish_per_second": publish_rate, "consume_per_second": consume_rate,
+                      "publish_cpu_us_per_message": publish_cpu, "consume_cpu_us_per_message": consume_cpu},
+                     sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ import Logging
 import SquallCore
 
 /// Measures the transport for `bench/transport`: confirmed publishes per second (batched confirms,
-/// and one confirm per message), and consume-and-ack per second. Prints one JSON object.
+/// and one confirm per message), and consume-and-ack per second, each with the client's own CPU time
+/// per message (user + system, this process), which the broker's speed does not hide. Prints one JSON object.
 ///
 /// Usage: transport-bench AMQP_URL PREFIX MESSAGES BATCH PREFETCH ACK_EVERY SINGLE_MESSAGES
 @main
@@ -29,6 +30,7 @@ struct TransportBench {
 
         // Batched confirms: publish `batch` messages, wait for every confirm, repeat.
         var clock = ContinuousClock.now
+        var cpu = cpuSeconds()
         var sent = 0
         while sent < messages {
             let count = min(batch, messages - sent)
@@ -37,9 +39,11 @@ struct TransportBench {
             sent += count
         }
         let publishSeconds = seconds(since: clock)
+        let publishCPU = cpuSeconds() - cpu
 
         // Consume with prefetch, acking every `ackEvery` deliveries at once.
         clock = .now
+        cpu = cpuSeconds()
         var received = 0
         let deliveries = try await broker.consume(queue: queue, prefetch: prefetch)
         for try await delivery in deliveries {
@@ -48,6 +52,7 @@ struct TransportBench {
             if received == messages { break }
         }
         let consumeSeconds = seconds(since: clock)
+        let consumeCPU = cpuSeconds() - cpu
         deliveries.cancel()
 
         // One confirm per message: publish, wait, publish…
@@ -62,11 +67,21 @@ struct TransportBench {
             "messages": Double(messages),
             "publish_per_second": Double(messages) / publishSeconds,
             "consume_per_second": Double(messages) / consumeSeconds,
+            "publish_cpu_us_per_message": publishCPU * 1e6 / Double(messages),
+            "consume_cpu_us_per_message": consumeCPU * 1e6 / Double(messages),
             "single_messages": Double(single),
             "single_publish_per_second": Double(single) / singleSeconds,
         ]
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
         print(String(decoding: json, as: UTF8.self))
+    }
+
+    /// User + system CPU seconds of this process so far (every thread: the connections' own included).
+    static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF, &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> Double {
