@@ -32,6 +32,8 @@ struct ConsumerPrivateBrokerDisruptiveTests {
         [
             "SQUALL_SERVICES_DIR": folder, "SQUALL_AMQP_PORT": "\(amqpPort)", "SQUALL_RABBITMQ_DIST_PORT": "56921",
             "SQUALL_EPMD_PORT": "56569", "SQUALL_RABBITMQ_CONSUMER_TIMEOUT_MS": "60000",
+            // Its TLS listener too: the one inherited from the environment is the shared broker's.
+            "SQUALL_AMQPS_PORT": "56922",
         ]
     }
 
@@ -55,7 +57,8 @@ struct ConsumerPrivateBrokerDisruptiveTests {
         try? FileManager.default.removeItem(atPath: folder)
     }
 
-    static var privateURL: String { "amqp://squall:squall@127.0.0.1:\(amqpPort)/%2F" }
+    /// scripts/services' development-only broker password (its AMQP_PASSWORD).
+    static var privateURL: String { "amqp://squall:squall-amqp-dev-only@127.0.0.1:\(amqpPort)/%2F" }
 
     @Test(
         "with consumer_timeout at 60 s and a 45 s ack deadline, a 90 s transfer settles once, done, never redelivered")

@@ -1,3 +1,4 @@
+import COpenSSL
 internal import CRabbitMQ
 import Foundation
 import Logging
@@ -442,15 +443,29 @@ final class AMQPConnection: @unchecked Sendable {
         guard let state = amqp_new_connection() else { throw ConnectionFailure(reason: "out of memory") }
         self.state = state
         let socket: OpaquePointer?
+        // What verifies the broker's certificate, for error messages.
+        var trusted = ""
         if url.tls {
             socket = amqp_ssl_socket_new(state)
             guard let socket else { throw ConnectionFailure(reason: "creating the TLS socket failed") }
             amqp_ssl_socket_set_verify_peer(socket, url.verifyPeer ? 1 : 0)
             amqp_ssl_socket_set_verify_hostname(socket, url.verifyPeer ? 1 : 0)
             if let ca = url.caCertificatePath {
+                trusted = "the CA file \"\(ca)\" (?cacertfile=)"
                 let status = amqp_ssl_socket_set_cacert(socket, ca)
                 guard status == AMQP_STATUS_OK.rawValue else {
-                    throw ConnectionFailure(reason: "CA file \"\(ca)\": \(Self.statusText(status))")
+                    throw ConnectionFailure(reason: "TLS: the CA file \"\(ca)\" could not be loaded (?cacertfile=)")
+                }
+            } else if url.verifyPeer {
+                // rabbitmq-c 0.11 loads no trust anchors of its own: without this, no certificate
+                // (not even a publicly signed one) would ever verify.
+                let bundle = Self.systemCABundle
+                trusted = "the system CA bundle \"\(bundle)\" (no ?cacertfile= given)"
+                let status = amqp_ssl_socket_set_cacert(socket, bundle)
+                guard status == AMQP_STATUS_OK.rawValue else {
+                    throw ConnectionFailure(
+                        reason:
+                            "TLS: the system CA bundle \"\(bundle)\" could not be loaded; give one with ?cacertfile=")
                 }
             }
         } else {
@@ -460,7 +475,8 @@ final class AMQPConnection: @unchecked Sendable {
         var connectTimeout = Self.makeTimeval(settings.connectTimeout)
         let opened = amqp_socket_open_noblock(socket, url.host, Int32(url.port), &connectTimeout)
         guard opened == AMQP_STATUS_OK.rawValue else {
-            throw ConnectionFailure(reason: "opening \(url.host):\(url.port): \(Self.statusText(opened))")
+            throw ConnectionFailure(
+                reason: "opening \(url.host):\(url.port): \(Self.openFailureText(opened, url: url, trusted: trusted))")
         }
         var rpcTimeout = Self.makeTimeval(settings.rpcTimeout)
         amqp_set_rpc_timeout(state, &rpcTimeout)
@@ -987,6 +1003,28 @@ final class AMQPConnection: @unchecked Sendable {
 
     private static func statusText(_ status: Int32) -> String {
         String(cString: amqp_error_string2(status))
+    }
+
+    /// Why opening the socket failed; TLS failures say which check failed and against what.
+    private static func openFailureText(_ status: Int32, url: AMQPURL, trusted: String) -> String {
+        switch status {
+        case AMQP_STATUS_SSL_PEER_VERIFY_FAILED.rawValue:
+            "TLS: the broker's certificate could not be verified against \(trusted)"
+        case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED.rawValue:
+            "TLS: the broker's certificate does not name the host \"\(url.host)\" (rabbitmq-c 0.11 matches "
+                + "only the DNS names of the certificate, never its IP addresses: connect by a DNS name)"
+        case AMQP_STATUS_SSL_CONNECTION_FAILED.rawValue:
+            "TLS handshake failed (is port \(url.port) a TLS listener?)"
+        default: statusText(status)
+        }
+    }
+
+    /// OpenSSL's default CA bundle file (`SSL_CERT_FILE` when set, as OpenSSL itself reads it).
+    static var systemCABundle: String {
+        if let name = X509_get_default_cert_file_env(), let path = getenv(name), path.pointee != 0 {
+            return String(cString: path)
+        }
+        return String(cString: X509_get_default_cert_file())
     }
 
     static func string(_ bytes: amqp_bytes_t) -> String {
