@@ -304,6 +304,29 @@ struct TransferEngineRetryTests {
         }
     }
 
+    @Test("a CompleteMultipartUpload that completed but whose answer was lost is recognised by the object's ETag")
+    func completedButAnswerLost() async throws {
+        try await TransferRig.with("completelost", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            // Forwarded: the upload really completes, then the client is told it failed; the retry finds no
+            // upload any more, as S3 may answer once an upload is completed.
+            let complete = ProxyFault.Match(method: "POST", queryContains: ["uploadId="])
+            try await proxy.program(
+                fault: ProxyFault(match: complete, action: .complete200Error, times: 1, forward: true))
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: complete, action: .error, times: nil, status: 404, code: "NoSuchUpload",
+                    message: "The specified upload does not exist."))
+            let size = 11 * MiB
+            let (report, _) = try await rig.copy(rig.http(size: size, seed: 23), to: "lost.bin")
+            #expect(report.outcome == .done)
+            #expect(report.sha256 == (try await rig.source.sha256(size: size, seed: 23)))
+            try await rig.expectStored("lost.bin", size: size, seed: 23)
+            #expect(try await rig.proxyLog("lost.bin").filter(\.isComplete).count >= 2)
+            #expect(try await rig.bucket.incompleteUploads().isEmpty)
+        }
+    }
+
     @Test("an S3 part that keeps failing gives up after maxAttempts and aborts the multipart upload")
     func giveUpAbortsUpload() async throws {
         try await TransferRig.with("giveup", proxy: true) { rig in

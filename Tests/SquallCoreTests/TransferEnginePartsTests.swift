@@ -132,6 +132,17 @@ struct TransferPlanTests {
         #expect(RetryPolicy.judge(Self.reply(curl: 42), what: "GET x") == .fail(.cancelled))
     }
 
+    @Test("a multipart object's ETag is the MD5 of its parts' MD5s and their count, whatever order they finished in")
+    func multipartETag() {
+        let parts = [
+            S3Client.CompletedPart(number: 2, etag: "\"3ea4e15b91a17dc76052c56cfcdf67a2\"", checksum: PartChecksum()),
+            S3Client.CompletedPart(number: 1, etag: "\"3303e12af474ca11d85ed2966a932992\"", checksum: PartChecksum()),
+        ]
+        #expect(S3Client.multipartETag(of: parts) == "\"0732917abc3288784e318ac0aab1757a-2\"")
+        let encrypted = [S3Client.CompletedPart(number: 1, etag: "\"not-an-md5\"", checksum: PartChecksum())]
+        #expect(S3Client.multipartETag(of: encrypted) == nil)
+    }
+
     @Test("S3 XML: values, repeated blocks and entities")
     func xml() {
         let text = """

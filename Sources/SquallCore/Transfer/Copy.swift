@@ -350,6 +350,7 @@ struct Copy: Sendable {
             let parts = try await ledger.waitForAll()
             try expectSHA256(digest)
             guard let uploadID = state.uploadID else { throw TransferError.cancelled }
+            await writer.finish()  // no record write may land after the record is deleted below
             let etag = try await client.completeMultipartUpload(
                 bucket: bucket, key: key, uploadID: uploadID, parts: parts, conditional: options.createOnly)
             state.uploadID = nil  // completed: nothing to abort any more
@@ -369,6 +370,7 @@ struct Copy: Sendable {
             if let uploadID = state.uploadID {
                 // Runs even when this task is cancelled: an aborted transfer leaves no upload behind.
                 await Task.detached {
+                    await writer.finish()
                     try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadID: uploadID)
                     if resumable { try? await client.delete(bucket: bucket, key: ResumeRecord.key(for: key)) }
                 }.value

@@ -73,11 +73,17 @@ final class UploadLedger: @unchecked Sendable {
 }
 
 /// Writes resume records one at a time, never an older one after a newer.
+///
+/// Parts finish faster than records can be PUT, and two PUTs of one key in flight may land in either
+/// order (and break some emulators), so one PUT runs at a time and the newest record waiting is the next
+/// one written; records overtaken meanwhile are skipped.
 actor RecordWriter {
     let client: S3Client
     let bucket: String
     let key: String
-    private var written = -1
+    private var newest = -1
+    private var waiting: ResumeRecord?
+    private var writing: Task<Void, Never>?
 
     init(client: S3Client, bucket: String, key: String) {
         self.client = client
@@ -86,9 +92,28 @@ actor RecordWriter {
     }
 
     /// Best effort: a record that cannot be written only costs a resume.
-    func write(_ record: ResumeRecord) async {
-        guard record.partsDone > written, let body = try? JSONEncoder().encode(record) else { return }
-        written = record.partsDone
+    func write(_ record: ResumeRecord) {
+        guard record.partsDone > newest else { return }
+        newest = record.partsDone
+        waiting = record
+        if writing == nil { writing = Task { await self.drain() } }
+    }
+
+    /// Returns once no record is being written (before the record is deleted, so none lands after it).
+    func finish() async {
+        await writing?.value
+    }
+
+    private func drain() async {
+        while let record = waiting {
+            waiting = nil
+            await put(record)
+        }
+        writing = nil
+    }
+
+    private func put(_ record: ResumeRecord) async {
+        guard let body = try? JSONEncoder().encode(record) else { return }
         let bytes = Array(body)
         let (digest, checksum) = bytes.withUnsafeBytes { (ResumableSHA256.digest(of: $0), PartChecksum.of($0)) }
         _ = try? await client.put(

@@ -271,11 +271,48 @@ struct S3Client: Sendable {
             ("x-amz-content-sha256", body.withUnsafeBytes { ResumableSHA256.hex(ResumableSHA256.digest(of: $0)) }),
         ]
         if conditional { request.headers.append(("If-None-Match", "*")) }
+        // S3 may take minutes to assemble a large object, sending only whitespace meanwhile: the stall
+        // limit meant for data transfers would give up on an answer that is on its way.
+        request.lowSpeedSeconds = max(request.lowSpeedSeconds, Self.completeStallSeconds)
         let what = "CompleteMultipartUpload s3://\(bucket)/\(key)"
-        let reply = try await send(request, what: what, expected: [412]) { reply in Self.errorInBody(reply, what: what)
+        let reply: HTTPReply
+        do {
+            reply = try await send(request, what: what, expected: [412]) { reply in
+                Self.errorInBody(reply, what: what)
+            }
+        } catch {
+            // A Complete whose answer was lost may still have completed; a retry then finds no upload
+            // (NoSuchUpload). The object the parts make has a known ETag: if it is there, this upload made it.
+            if let expected = Self.multipartETag(of: parts), let head = try? await head(bucket: bucket, key: key),
+                head.etag == expected
+            {
+                return .some(head.etag)
+            }
+            throw error
         }
         if reply.status == 412 { return nil }
         return .some(S3XML.firstValue(of: "ETag", in: reply.bodyText) ?? reply.headers["etag"])
+    }
+
+    /// How long CompleteMultipartUpload may go without a byte before it counts as stalled.
+    static let completeStallSeconds = 600
+
+    /// The ETag S3 gives the object completed from `parts`: the MD5 of their MD5s, a dash and their
+    /// count (nil when a part's ETag is not a plain MD5, as with some encryption settings).
+    static func multipartETag(of parts: [CompletedPart]) -> String? {
+        var digests: [UInt8] = []
+        for part in parts.sorted(by: { $0.number < $1.number }) {
+            let hex = Array(part.etag.utf8.filter { $0 != UInt8(ascii: "\"") })
+            guard hex.count == 32 else { return nil }
+            for index in stride(from: 0, to: 32, by: 2) {
+                guard let byte = UInt8(String(decoding: hex[index..<index + 2], as: UTF8.self), radix: 16) else {
+                    return nil
+                }
+                digests.append(byte)
+            }
+        }
+        let digest = Insecure.MD5.hash(data: digests).map { String(format: "%02x", $0) }.joined()
+        return "\"\(digest)-\(parts.count)\""
     }
 
     /// S3 may answer 200 and then an `<Error>` body (CompleteMultipartUpload, CopyObject).
