@@ -82,7 +82,10 @@ final class AMQPConnection: @unchecked Sendable {
         let id: Int
         let source: Source
         let prefetch: UInt16
-        let continuation: AsyncThrowingStream<Delivery, any Error>.Continuation
+        let continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation
+        /// Deliveries read in this pass over the socket, handed over together by ``flush()``: one hand-over
+        /// (and at most one wake-up of the consuming task) per pass rather than per message.
+        private var pending: [Delivery] = []
         /// The channel on the current connection, 0 while not consuming.
         var channel: UInt16 = 0
         var queueName: String
@@ -91,13 +94,30 @@ final class AMQPConnection: @unchecked Sendable {
 
         init(
             id: Int, source: Source, prefetch: UInt16,
-            continuation: AsyncThrowingStream<Delivery, any Error>.Continuation
+            continuation: AsyncThrowingStream<[Delivery], any Error>.Continuation
         ) {
             self.id = id
             self.source = source
             self.prefetch = prefetch
             self.continuation = continuation
             if case .queue(let name) = source { queueName = name } else { queueName = "" }
+        }
+
+        // Connection thread only, like the rest of the record's mutable state.
+        func deliver(_ delivery: Delivery) { pending.append(delivery) }
+
+        var hasPending: Bool { !pending.isEmpty }
+
+        func flush() {
+            guard !pending.isEmpty else { return }
+            continuation.yield(pending)
+            pending.removeAll(keepingCapacity: true)
+        }
+
+        /// Ends the sequence after the deliveries already read.
+        func finish(throwing error: (any Error)? = nil) {
+            flush()
+            continuation.finish(throwing: error)
         }
     }
 
@@ -235,7 +255,7 @@ final class AMQPConnection: @unchecked Sendable {
             for index in messages.indices { batch.settle(index, error) }
         case .settle(let settlement): settlement.completion(.failure(error))
         case .consume(let record, let completion):
-            record.continuation.finish(throwing: error)
+            record.finish(throwing: error)
             completion(.failure(error))
         case .queueDepth(_, let completion): completion(.failure(error))
         case .stopDelivering(_, let completion): completion()
@@ -343,6 +363,7 @@ final class AMQPConnection: @unchecked Sendable {
                     }
                 }
 
+                for record in consumerByChannel.values { record.flush() }
                 var fds = [
                     pollfd(fd: socketFD, events: Int16(POLLIN), revents: 0),
                     pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0),
@@ -357,6 +378,7 @@ final class AMQPConnection: @unchecked Sendable {
                 if fds[0].revents != 0 || settings.url.tls {
                     if fds[0].revents & Int16(POLLIN) != 0 { lastReceived = .now }
                     try readAvailableFrames()
+                    try gatherDeliveries()
                 }
             }
         } catch let failure as ConnectionFailure {
@@ -397,9 +419,9 @@ final class AMQPConnection: @unchecked Sendable {
                     consumers[record.id] = record
                     completion(.success(()))
                 case .cancel(let id):
-                    consumers.removeValue(forKey: id)?.continuation.finish()
+                    consumers.removeValue(forKey: id)?.finish()
                 case .stopDelivering(let id, let completion):
-                    consumers.removeValue(forKey: id)?.continuation.finish()
+                    consumers.removeValue(forKey: id)?.finish()
                     completion()
                 case .settle(let settlement):
                     settlement.completion(.failure(.deliveryStale(deliveryTag: settlement.deliveryTag)))
@@ -419,7 +441,7 @@ final class AMQPConnection: @unchecked Sendable {
     private func finish() {
         destroyConnection()
         for command in takeCommands() { Self.fail(command, with: .shutDown) }
-        for record in consumers.values { record.continuation.finish() }
+        for record in consumers.values { record.finish() }
         consumers = [:]
         consumerByChannel = [:]
         for (batch, index, _) in confirms.reset() { batch.settle(index, .shutDown) }
@@ -506,7 +528,7 @@ final class AMQPConnection: @unchecked Sendable {
                 switch error {
                 case .channel(let error):
                     consumers.removeValue(forKey: record.id)
-                    record.continuation.finish(throwing: error)
+                    record.finish(throwing: error)
                 case .connection(let failure): throw failure
                 }
             }
@@ -660,7 +682,7 @@ final class AMQPConnection: @unchecked Sendable {
                 switch error {
                 case .channel(let error):
                     consumers.removeValue(forKey: record.id)
-                    record.continuation.finish(throwing: error)
+                    record.finish(throwing: error)
                     completion(.failure(error))
                 case .connection(let failure):
                     // Stays registered: it starts again on the next connection.
@@ -675,17 +697,17 @@ final class AMQPConnection: @unchecked Sendable {
                 amqp_channel_close(state, record.channel, AMQP_REPLY_SUCCESS)
                 let reply = amqp_get_rpc_reply(state)
                 if reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION {
-                    record.continuation.finish()
+                    record.finish()
                     throw ConnectionFailure(reason: "closing channel \(record.channel): \(describe(reply))")
                 }
             }
-            record.continuation.finish()
+            record.finish()
         case .stopDelivering(let id, let completion):
             defer { completion() }
             // Out of `consumers`: not restarted on a new connection. Still in `consumerByChannel`:
             // deliveries in hand can be acked or nacked until the connection closes.
             guard let record = consumers.removeValue(forKey: id) else { return }
-            record.continuation.finish()
+            record.finish()
             guard record.channel != 0, !record.consumerTag.isEmpty else { return }
             let strings = CStrings()
             amqp_basic_cancel(state, record.channel, strings.bytes(record.consumerTag))
@@ -795,6 +817,26 @@ final class AMQPConnection: @unchecked Sendable {
         }
     }
 
+    /// When deliveries came in, waits briefly for the ones right behind them, so that the consuming task
+    /// is woken once for a batch instead of once per message (each wake-up costs more than the message).
+    /// A command waiting (an ack, a publish) ends the wait at once.
+    private func gatherDeliveries() throws(ConnectionFailure) {
+        guard !settings.url.tls else { return }  // TLS is polled in slices already
+        for _ in 0..<Self.gatherRounds {
+            guard consumerByChannel.values.contains(where: \.hasPending) else { return }
+            var fds = [
+                pollfd(fd: socketFD, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0),
+            ]
+            guard poll(&fds, 2, 1) > 0, fds[1].revents == 0, fds[0].revents != 0 else { return }
+            lastReceived = .now
+            try readAvailableFrames()
+        }
+    }
+
+    /// At most this many 1 ms waits for more deliveries before handing over what came.
+    static let gatherRounds = 4
+
     /// Handles every frame that can be read without waiting.
     private func readAvailableFrames() throws(ConnectionFailure) {
         while try readOneFrame() {}
@@ -833,7 +875,7 @@ final class AMQPConnection: @unchecked Sendable {
             guard let record = consumerByChannel[channel] else { return }
             let body = message.body.len > 0 ? Data(bytes: message.body.bytes, count: message.body.len) : Data()
             let count = Self.deliveryCount(message.properties)
-            record.continuation.yield(
+            record.deliver(
                 Delivery(
                     body: body, redelivered: redelivered, deliveryCount: count ?? (redelivered ? nil : 0),
                     deliveryTag: tag, exchange: exchange, routingKey: routingKey, queue: record.queueName,
@@ -880,7 +922,7 @@ final class AMQPConnection: @unchecked Sendable {
             if let record = consumerByChannel.removeValue(forKey: channel) {
                 consumers.removeValue(forKey: record.id)
                 amqp_channel_close(state, channel, AMQP_REPLY_SUCCESS)
-                record.continuation.finish(
+                record.finish(
                     throwing: BrokerError.channelClosed(
                         context: "consuming \(record.queueName)", replyCode: 0,
                         replyText: "consumer cancelled by broker"
@@ -918,7 +960,7 @@ final class AMQPConnection: @unchecked Sendable {
                 }
             }
             consumers.removeValue(forKey: record.id)
-            record.continuation.finish(
+            record.finish(
                 throwing: BrokerError.channelClosed(
                     context: "consuming \(record.queueName)", replyCode: code, replyText: text))
         }
@@ -937,7 +979,7 @@ final class AMQPConnection: @unchecked Sendable {
 
     private func closeGracefully() {
         if state != nil {
-            for record in consumers.values { record.continuation.finish() }
+            for record in consumers.values { record.finish() }
             consumers = [:]
             consumerByChannel = [:]
             amqp_connection_close(state, AMQP_REPLY_SUCCESS)

@@ -142,7 +142,7 @@ public final class Broker: Service, Sendable {
         -> Deliveries
     {
         try await waitUntilReady(timeout: configuration.readyTimeout)
-        let (stream, continuation) = AsyncThrowingStream<Delivery, any Error>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<[Delivery], any Error>.makeStream()
         let id = connection.makeConsumerID()
         let record = AMQPConnection.ConsumerRecord(
             id: id, source: source, prefetch: UInt16(clamping: max(prefetch, 1)), continuation: continuation)

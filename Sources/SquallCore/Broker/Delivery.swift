@@ -97,7 +97,8 @@ public struct Delivery: Sendable {
 public struct Deliveries: AsyncSequence, Sendable {
     public typealias Element = Delivery
 
-    let stream: AsyncThrowingStream<Delivery, any Error>
+    /// Deliveries come in the batches the connection read in one pass over its socket.
+    let stream: AsyncThrowingStream<[Delivery], any Error>
     let connection: AMQPConnection
     let consumerID: Int
 
@@ -122,14 +123,27 @@ public struct Deliveries: AsyncSequence, Sendable {
     }
 
     public struct Iterator: AsyncIteratorProtocol {
-        var base: AsyncThrowingStream<Delivery, any Error>.Iterator
+        var base: AsyncThrowingStream<[Delivery], any Error>.Iterator
         let connection: AMQPConnection
+        var batch: [Delivery] = []
+        var position = 0
+
+        init(base: AsyncThrowingStream<[Delivery], any Error>.Iterator, connection: AMQPConnection) {
+            self.base = base
+            self.connection = connection
+        }
 
         public mutating func next() async throws -> Delivery? {
-            while let delivery = try await base.next() {
-                if delivery.generation == connection.currentGeneration { return delivery }
+            while true {
+                while position < batch.count {
+                    let delivery = batch[position]
+                    position += 1
+                    if delivery.generation == connection.currentGeneration { return delivery }
+                }
+                guard let next = try await base.next() else { return nil }
+                batch = next
+                position = 0
             }
-            return nil
         }
     }
 }
