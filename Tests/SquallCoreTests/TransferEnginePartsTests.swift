@@ -201,3 +201,32 @@ struct ResumableSHA256Tests {
         #expect(ResumableSHA256(restoring: [1, 2, 3]) == nil)
     }
 }
+
+@Suite("Transfer engine: response head lines")
+struct ReplyHeaderLineTests {
+    static func parse(_ text: String) -> ReplyHeaders.Line {
+        Array(text.utf8).withUnsafeBytes { ReplyHeaders.parse(line: $0) }
+    }
+
+    @Test("a status line starts a response, with its code; a malformed one has code 0")
+    func statusLines() {
+        #expect(Self.parse("HTTP/1.1 200 OK\r\n") == .status(200))
+        #expect(Self.parse("HTTP/1.1 404 Not Found\r\n") == .status(404))
+        #expect(Self.parse("HTTP/2 503\r\n") == .status(503))
+        #expect(Self.parse("HTTP/1.1 100 Continue\r\n") == .status(100))
+        #expect(Self.parse("HTTP/1.1 20 OK\r\n") == .status(0))
+        #expect(Self.parse("HTTP/1.1\r\n") == .status(0))
+    }
+
+    @Test("a field's name is lowercased and its value trimmed; blank lines and junk are neither")
+    func fields() {
+        #expect(Self.parse("Content-Length: 4096\r\n") == .field(name: "content-length", value: "4096"))
+        #expect(Self.parse("ETag:\t\"abc\"  \r\n") == .field(name: "etag", value: "\"abc\""))
+        #expect(
+            Self.parse("X-Amz-Meta-Squall-Sha256: ab:cd\r\n")
+                == .field(name: "x-amz-meta-squall-sha256", value: "ab:cd"))
+        #expect(Self.parse("Empty:\r\n") == .field(name: "empty", value: ""))
+        #expect(Self.parse("\r\n") == .other)
+        #expect(Self.parse("no colon here\r\n") == .other)
+    }
+}

@@ -175,15 +175,15 @@ final class CurlRequest: @unchecked Sendable {
     }
 
     fileprivate func header(_ line: UnsafeRawBufferPointer) -> Int {
-        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if text.hasPrefix("HTTP/") {
+        switch ReplyHeaders.parse(line: line) {
+        case .status(let code):
             // A new response (after a redirect or a 100 Continue): forget the previous one's headers.
             headers = ReplyHeaders()
-            let fields = text.split(separator: " ", maxSplits: 2)
-            status = fields.count > 1 ? Int(fields[1]) ?? 0 : 0
-        } else if let colon = text.firstIndex(of: ":") {
-            let name = text[..<colon].lowercased()
-            headers.values[name] = text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            status = code
+        case .field(let name, let value):
+            headers.values[name] = value
+        case .other:
+            break
         }
         return line.count
     }
