@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // Tests only: an independent SHA-256 to check what the engine computes with OpenSSL.
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         // The health/readiness/metrics endpoint: HTTP server, metrics API, Prometheus exposition.
         // Default traits off: they pull in swift-configuration, which Squall does not use.
@@ -64,7 +65,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -94,6 +94,8 @@ let package = Package(
             name: "SquallCoreTests",
             dependencies: [
                 "SquallCore", "CChecksum",
+                // An independent SHA-256 to check the engine's (OpenSSL's) against.
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -7,6 +7,7 @@
 // And where OpenSSL's default CA bundle is (X509_get_default_cert_file), which the broker's TLS
 // socket loads when no ?cacertfile= is given: rabbitmq-c 0.11 loads no trust anchors itself.
 #define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <openssl/md5.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 #endif

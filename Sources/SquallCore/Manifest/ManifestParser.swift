@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// One job of a manifest, validated.
@@ -487,7 +486,7 @@ private struct DestinationKey: Hashable, Sendable {
 
     init(_ destination: String) {
         var destination = destination
-        let digest = destination.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        let digest = destination.withUTF8 { ResumableSHA256.digest(of: UnsafeRawBufferPointer($0)) }
         var high: UInt64 = 0
         var low: UInt64 = 0
         for (index, byte) in digest.enumerated() where index < 16 {

@@ -1,4 +1,4 @@
-import Crypto
+import COpenSSL
 import Foundation
 
 /// The S3 requests the engine makes, each one signed request with its retries: HEAD, PUT, the
@@ -153,7 +153,7 @@ struct S3Client: Sendable {
         request.body = .bytes(body)
         request.headers = [
             ("Content-Type", "application/xml"),
-            ("Content-MD5", Data(Insecure.MD5.hash(data: body)).base64EncodedString()),
+            ("Content-MD5", Data(Self.md5(body)).base64EncodedString()),
             ("x-amz-content-sha256", body.withUnsafeBytes { ResumableSHA256.hex(ResumableSHA256.digest(of: $0)) }),
         ]
         _ = try await send(request, what: "PutObjectTagging s3://\(bucket)/\(key)")
@@ -311,8 +311,18 @@ struct S3Client: Sendable {
                 digests.append(byte)
             }
         }
-        let digest = Insecure.MD5.hash(data: digests).map { String(format: "%02x", $0) }.joined()
-        return "\"\(digest)-\(parts.count)\""
+        return "\"\(ResumableSHA256.hex(md5(digests)))-\(parts.count)\""
+    }
+
+    /// MD5, which S3 still asks for (Content-MD5, multipart ETags), from the OpenSSL the engine links anyway.
+    static func md5(_ bytes: [UInt8]) -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: Int(MD5_DIGEST_LENGTH))
+        bytes.withUnsafeBufferPointer { input in
+            digest.withUnsafeMutableBufferPointer { output in
+                _ = MD5(input.baseAddress, input.count, output.baseAddress)
+            }
+        }
+        return digest
     }
 
     /// S3 may answer 200 and then an `<Error>` body (CompleteMultipartUpload, CopyObject).
