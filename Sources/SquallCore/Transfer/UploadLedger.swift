@@ -84,6 +84,7 @@ actor RecordWriter {
     private var newest = -1
     private var waiting: ResumeRecord?
     private var writing: Task<Void, Never>?
+    private var closed = false
 
     init(client: S3Client, bucket: String, key: String) {
         self.client = client
@@ -93,14 +94,17 @@ actor RecordWriter {
 
     /// Best effort: a record that cannot be written only costs a resume.
     func write(_ record: ResumeRecord) {
-        guard record.partsDone > newest else { return }
+        guard !closed, record.partsDone > newest else { return }
         newest = record.partsDone
         waiting = record
         if writing == nil { writing = Task { await self.drain() } }
     }
 
-    /// Returns once no record is being written (before the record is deleted, so none lands after it).
+    /// Takes no more records and returns once none is being written: called before the record is deleted
+    /// (the upload completed or aborted), so that no write lands after the delete, even from a part upload
+    /// that was still finishing.
     func finish() async {
+        closed = true
         await writing?.value
     }
 
