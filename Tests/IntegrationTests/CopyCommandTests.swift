@@ -163,7 +163,7 @@ struct CopyCommandResumeTests {
             let fetched = try await rig.source.stats().bytes("/gen/\(size)/70")
             #expect(
                 Double(fetched) < 0.6 * Double(size),
-                "the second run fetched \(fetched) of \(size) bytes (\(fetched * 100 / size) %) after \(partsAtKill.count) parts were stored"
+                "the second run fetched \(fetched) of \(size) bytes (\(fetched * 100 / size) %) after \(partsAtKill.count) parts were stored; its output:\n\(second.output)"
             )
             if let reported = SquallCtlProcess.fetchedBytes(in: second.output) {
                 #expect(Double(reported) < 0.6 * Double(size), "report says fetched \(reported)")

@@ -407,6 +407,9 @@ struct Copy: Sendable {
         else {
             // A record this version cannot use (an older engine's, or damaged): its upload is not continued,
             // so it is aborted, not left to be billed as an incomplete upload.
+            engine.logger.info(
+                "aborting an upload whose resume record cannot be used",
+                metadata: ["destination": "s3://\(bucket)/\(key)", "transfer.record_bytes": "\(bytes.count)"])
             if let stale = try? JSONDecoder().decode(ResumeRecord.UploadOnly.self, from: Data(bytes)) {
                 try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadID: stale.uploadID)
             }
@@ -416,17 +419,29 @@ struct Copy: Sendable {
         let matches = record.matches(
             source: request.source.description, etag: info.etag, lastModified: info.lastModified, size: info.size ?? -1,
             partSize: partSize)
-        if matches, record.partsDone > 0, ResumableSHA256(restoring: record.digestState) != nil,
-            let stored = try await client.listParts(bucket: bucket, key: key, uploadID: record.uploadID)
-        {
+        let why: String
+        if !matches {
+            why = "the source or the part size changed"
+        } else if record.partsDone == 0 {
+            why = "no part was recorded as stored"
+        } else if ResumableSHA256(restoring: record.digestState) == nil {
+            why = "the digest state cannot be restored"
+        } else if let stored = try await client.listParts(bucket: bucket, key: key, uploadID: record.uploadID) {
             let byNumber = Dictionary(stored.map { ($0.number, $0) }, uniquingKeysWith: { first, _ in first })
             let intact = record.parts.allSatisfy { part in
                 byNumber[part.number]?.etag == part.etag && byNumber[part.number]?.size == Int64(partSize)
             }
             if intact && record.parts.count == record.partsDone { return record }
+            why = "S3 no longer holds the recorded parts"
+        } else {
+            why = "the upload no longer exists"
         }
         engine.logger.info(
-            "aborting a stale upload left by an earlier run", metadata: ["destination": "s3://\(bucket)/\(key)"])
+            "aborting a stale upload left by an earlier run",
+            metadata: [
+                "destination": "s3://\(bucket)/\(key)", "transfer.reason": "\(why)",
+                "transfer.parts_done": "\(record.partsDone)",
+            ])
         try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadID: record.uploadID)
         try? await client.delete(bucket: bucket, key: recordKey)
         return nil
