@@ -25,15 +25,15 @@ import Testing
             || !(ProcessInfo.processInfo.environment["SQUALL_AMQP_URL"] ?? "").isEmpty,
         "skipped: the servers are not set up (run scripts/services up)"))
 struct ConsumerPrivateBrokerDisruptiveTests {
-    static let amqpPort = 56920
+    static let amqpPort = 26920
 
     /// The private broker's settings for scripts/services.
     static func brokerEnvironment(folder: String) -> [String: String] {
         [
-            "SQUALL_SERVICES_DIR": folder, "SQUALL_AMQP_PORT": "\(amqpPort)", "SQUALL_RABBITMQ_DIST_PORT": "56921",
-            "SQUALL_EPMD_PORT": "56569", "SQUALL_RABBITMQ_CONSUMER_TIMEOUT_MS": "60000",
+            "SQUALL_SERVICES_DIR": folder, "SQUALL_AMQP_PORT": "\(amqpPort)", "SQUALL_RABBITMQ_DIST_PORT": "26921",
+            "SQUALL_EPMD_PORT": "26569", "SQUALL_RABBITMQ_CONSUMER_TIMEOUT_MS": "60000",
             // Its TLS listener too: the one inherited from the environment is the shared broker's.
-            "SQUALL_AMQPS_PORT": "56922",
+            "SQUALL_AMQPS_PORT": "26922",
         ]
     }
 
@@ -115,11 +115,11 @@ struct ConsumerPrivateBrokerDisruptiveTests {
         }
     }
 
-    /// The private broker started its own Erlang port mapper (epmd) on 56569, which outlives it.
+    /// The private broker started its own Erlang port mapper (epmd) on 26569, which outlives it.
     static func stopPortMapper() {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["epmd", "-port", "56569", "-kill"]
+        process.arguments = ["epmd", "-port", "26569", "-kill"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try? process.run()

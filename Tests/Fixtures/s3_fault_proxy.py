@@ -670,7 +670,7 @@ def watch_stdin() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--upstream", default="http://127.0.0.1:59000", help="the S3 endpoint to forward to")
+    parser.add_argument("--upstream", default="http://127.0.0.1:29000", help="the S3 endpoint to forward to")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--verbose", action="store_true", help="log faults and errors to stderr")

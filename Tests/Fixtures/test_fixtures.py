@@ -1,7 +1,7 @@
 """Self-tests of the fixtures: `cd Tests/Fixtures && python3 -m unittest -v test_fixtures`.
 
 Each server runs as a child process, as the Swift launcher starts it. The moto round trips run when
-the S3 emulator answers (SQUALL_S3_ENDPOINT, default http://127.0.0.1:59000) and are skipped
+the S3 emulator answers (SQUALL_S3_ENDPOINT, default http://127.0.0.1:29000) and are skipped
 otherwise, unless SQUALL_REQUIRE_SERVICES=1 makes that a failure.
 """
 
@@ -572,7 +572,7 @@ class FaultProxyTests(unittest.TestCase):
 
 
 def moto_endpoint() -> str | None:
-    endpoint = os.environ.get("SQUALL_S3_ENDPOINT") or "http://127.0.0.1:59000"
+    endpoint = os.environ.get("SQUALL_S3_ENDPOINT") or "http://127.0.0.1:29000"
     parts = urlsplit(endpoint)
     try:
         socket.create_connection((parts.hostname, parts.port or 80), timeout=2).close()

@@ -61,7 +61,7 @@ struct FixturesSelfTests {
     @Test("a fixture that cannot start fails the launcher with the fixture's own error message")
     func startupFailureIsExplained() throws {
         let error = #expect(throws: FixtureError.self) {
-            _ = try S3FaultProxyFixture(upstream: URL(string: "https://127.0.0.1:59000")!)
+            _ = try S3FaultProxyFixture(upstream: URL(string: "https://127.0.0.1:29000")!)
         }
         #expect(
             error?.description.contains("an http://host:port URL is needed") == true, "\(String(describing: error))")

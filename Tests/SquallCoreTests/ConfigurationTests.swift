@@ -152,12 +152,12 @@ struct ConfigurationTests {
 
     @Test("libpq connection parameters carry the password, the description does not")
     func databaseParameters() throws {
-        let url = try DatabaseURL(parsing: "postgres://squall:se%20cret@localhost:55432/squall?sslmode=disable")
+        let url = try DatabaseURL(parsing: "postgres://squall:se%20cret@localhost:25432/squall?sslmode=disable")
         let parameters = Dictionary(uniqueKeysWithValues: url.connectionParameters.map { ($0.keyword, $0.value) })
         #expect(parameters["password"] == "se cret")
-        #expect(parameters["port"] == "55432")
+        #expect(parameters["port"] == "25432")
         #expect(parameters["sslmode"] == "disable")
-        #expect(url.description == "postgres://squall:******@localhost:55432/squall?sslmode=disable")
+        #expect(url.description == "postgres://squall:******@localhost:25432/squall?sslmode=disable")
     }
 
     @Test("a queue prefix renames every queue and exchange; one with spaces or slashes is refused by name")

@@ -246,7 +246,7 @@
     final class S3FaultProxyFixture: Sendable {
         let process: FixtureProcess
 
-        /// Starts a proxy in front of `upstream` (moto: `http://127.0.0.1:59000`).
+        /// Starts a proxy in front of `upstream` (moto: `http://127.0.0.1:29000`).
         init(upstream: URL) throws {
             process = try FixtureProcess(.s3FaultProxy, arguments: ["--upstream", upstream.absoluteString])
         }
