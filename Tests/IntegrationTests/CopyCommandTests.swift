@@ -104,7 +104,7 @@ struct CopyCommandProgressTests {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
             process.arguments = ["-q", "-e", "-c", command, "/dev/null"]
             process.environment = SquallCtlProcess.environment
-            let child = SquallCtlChild(process: process)
+            let child = RunningProcess(process: process)
             try process.run()
             let status = try await child.waitForExit(timeout: .seconds(60))
             let output = child.outputToEnd()
@@ -120,8 +120,13 @@ struct CopyCommandProgressTests {
 /// Issue #5 point 5: a transfer killed with SIGKILL halfway resumes from the parts already uploaded.
 @Suite("squallctl cp: resume after the process is killed", .needs("SQUALL_S3_ENDPOINT"), .timeLimit(.minutes(5)))
 struct CopyCommandResumeTests {
-    /// Starts `squallctl cp` on a slow source, kills it once `killAfterParts` parts are stored, and
-    /// returns the upload's parts at that moment.
+    /// Starts `squallctl cp` on a slow source, kills it once its resume record says `killAfterParts`
+    /// parts are stored, and returns the upload's parts at that moment.
+    ///
+    /// The record, not S3's part list, decides the moment: the record is written after the parts it
+    /// names, and on a loaded machine it can trail them by a few parts. A kill between the two loses
+    /// only those parts' progress, which is what the engine promises; the test asks about the parts
+    /// recorded.
     static func killHalfway(
         _ rig: TransferRig, url: String, key: String, killAfterParts: Int
     ) async throws -> [Int] {
@@ -130,19 +135,17 @@ struct CopyCommandResumeTests {
             "--progress-interval", "0.2",
         ])
         let deadline = ContinuousClock.now + .seconds(90)
-        var parts: [Int] = []
+        var recorded = 0
         while ContinuousClock.now < deadline, child.process.isRunning {
-            if let upload = try await rig.bucket.incompleteUploads().first(where: { $0.key == key }) {
-                parts = try await rig.bucket.parts(key, uploadID: upload.uploadID)
-                if parts.count >= killAfterParts { break }
-            }
+            recorded = try await rig.bucket.recordedParts(key) ?? 0
+            if recorded >= killAfterParts { break }
             try await Task.sleep(for: .milliseconds(100))
         }
         child.signal(SIGKILL)
         _ = try await child.waitForExit(timeout: .seconds(10))
         try #require(
-            parts.count >= killAfterParts,
-            "squallctl did not store \(killAfterParts) parts before finishing or timing out:\n\(child.outputToEnd())")
+            recorded >= killAfterParts,
+            "squallctl did not record \(killAfterParts) parts before finishing or timing out:\n\(child.outputToEnd())")
         let upload = try #require(try await rig.bucket.incompleteUploads().first { $0.key == key })
         return try await rig.bucket.parts(key, uploadID: upload.uploadID)
     }
@@ -217,12 +220,12 @@ enum SquallCtlProcess {
         return environment
     }
 
-    static func start(_ arguments: [String]) throws -> SquallCtlChild {
+    static func start(_ arguments: [String]) throws -> RunningProcess {
         let process = Process()
         process.executableURL = try executable()
         process.arguments = arguments
         process.environment = environment
-        let child = SquallCtlChild(process: process)
+        let child = RunningProcess(process: process)
         try process.run()
         return child
     }
@@ -240,57 +243,5 @@ enum SquallCtlProcess {
     static func fetchedBytes(in output: String) -> Int? {
         guard let range = output.range(of: "fetched ") else { return nil }
         return Int(output[range.upperBound...].prefix { $0.isNumber })
-    }
-}
-
-/// A running `squallctl` whose combined output is collected as it arrives.
-final class SquallCtlChild: @unchecked Sendable {
-    let process: Process
-    private let pipe = Pipe()
-    private let lock = NSLock()
-    private var collected = Data()
-
-    init(process: Process) {
-        self.process = process
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
-            self.lock.lock()
-            self.collected.append(data)
-            self.lock.unlock()
-        }
-    }
-
-    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
-
-    /// Everything written, once the process has exited.
-    func outputToEnd() -> String {
-        pipe.fileHandleForReading.readabilityHandler = nil
-        let rest = pipe.fileHandleForReading.readDataToEndOfFile()
-        lock.lock()
-        defer { lock.unlock() }
-        collected.append(rest)
-        return String(decoding: collected, as: UTF8.self)
-    }
-
-    /// The exit status, or nil (and the process killed) when it outlives `timeout`.
-    func waitForExit(timeout: Duration) async throws -> Int32? {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now >= deadline {
-                kill(process.processIdentifier, SIGKILL)
-                return nil
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return process.terminationStatus
-    }
-
-    deinit {
-        pipe.fileHandleForReading.readabilityHandler = nil
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 }

@@ -97,6 +97,19 @@ final class S3TestBucket: Sendable {
         return XMLElements.records(in: answer.text, element: "Part").compactMap { $0["PartNumber"].flatMap { Int($0) } }
     }
 
+    /// How many parts the engine's resume record for `key` says are stored (its `partsDone`), or nil
+    /// when there is no record. The record's key is `.squall-resume/<sha256 of the key>` (docs/transfer.md).
+    func recordedParts(_ key: String) async throws -> Int? {
+        let digest = SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        let recordKey = ".squall-resume/" + digest
+        let answer = try await send("GET", "/\(Self.escape(recordKey))")
+        if answer.status == 404 { return nil }
+        guard answer.status == 200,
+            let record = try? JSONSerialization.jsonObject(with: Data(answer.text.utf8)) as? [String: Any]
+        else { throw FixtureError("GET \(name)/\(recordKey): \(answer.status) \(answer.text)") }
+        return record["partsDone"] as? Int
+    }
+
     /// Aborts every upload, deletes every object, deletes the bucket; errors are ignored (cleanup).
     func destroy() async {
         for upload in (try? await incompleteUploads()) ?? [] {

@@ -3,6 +3,10 @@
     import Foundation
     import Testing
 
+    #if canImport(Glibc)
+        import Glibc
+    #endif
+
     /// An executable from this package's build folder, run as a child process.
     struct BuiltExecutable {
         let url: URL
@@ -48,41 +52,33 @@
         }
     }
 
-    /// A child process whose combined output is collected as it arrives.
+    /// A child process whose combined output (standard output and error, one pipe) is collected as it
+    /// arrives, by a thread of its own that reads the pipe until end of file. Standard input is /dev/null.
+    ///
+    /// Why a thread and not `readabilityHandler`: a handler that had already taken the last chunk off the
+    /// pipe, but not yet stored it, when the handler was removed lost that chunk, and a short-lived
+    /// command's whole output with it (a CI run saw `squallctl reset-failed` print nothing).
     final class RunningProcess: @unchecked Sendable {
         let process: Process
         private let pipe = Pipe()
-        private let lock = NSLock()
-        private var collected = Data()
+        private let collector = OutputCollector()
 
         init(process: Process) {
             self.process = process
             process.standardOutput = pipe
             process.standardError = pipe
-            pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-                let data = handle.availableData
-                guard let self, !data.isEmpty else { return }
-                self.lock.lock()
-                self.collected.append(data)
-                self.lock.unlock()
-            }
+            process.standardInput = FileHandle.nullDevice
+            collector.read(pipe.fileHandleForReading)
         }
 
-        var output: String {
-            lock.lock()
-            defer { lock.unlock() }
-            return String(decoding: collected, as: UTF8.self)
-        }
+        /// What the process has written so far.
+        var output: String { collector.text }
 
-        /// Everything the process wrote, once it has exited: the readability handler may not have seen the
-        /// last chunk yet, so stop it and read the pipe to its end.
+        /// Everything the process wrote, once it has exited: waits (up to 10 s) for the pipe's end of file,
+        /// which comes when the process and any child still holding the pipe have exited.
         func outputToEnd() -> String {
-            pipe.fileHandleForReading.readabilityHandler = nil
-            let rest = pipe.fileHandleForReading.readDataToEndOfFile()
-            lock.lock()
-            defer { lock.unlock() }
-            collected.append(rest)
-            return String(decoding: collected, as: UTF8.self)
+            _ = collector.finished.wait(timeout: .now() + 10)
+            return collector.text
         }
 
         func signal(_ signal: Int32) {
@@ -105,7 +101,7 @@
             let deadline = ContinuousClock.now + timeout
             while process.isRunning {
                 if ContinuousClock.now >= deadline {
-                    process.terminate()
+                    kill(process.processIdentifier, SIGKILL)
                     return nil
                 }
                 try await Task.sleep(for: .milliseconds(10))
@@ -114,8 +110,45 @@
         }
 
         deinit {
-            pipe.fileHandleForReading.readabilityHandler = nil
             if process.isRunning { process.terminate() }
+        }
+    }
+
+    /// Reads one pipe to its end on a thread of its own. Not owned by the thread's closure through
+    /// ``RunningProcess``, so a process that is never waited for is still terminated by `deinit`.
+    final class OutputCollector: @unchecked Sendable {
+        private let lock = NSLock()
+        private var collected = Data()
+        /// Left when the pipe reached end of file.
+        let finished = DispatchGroup()
+
+        var text: String {
+            lock.lock()
+            defer { lock.unlock() }
+            return String(decoding: collected, as: UTF8.self)
+        }
+
+        func read(_ handle: FileHandle) {
+            finished.enter()
+            let thread = Thread { [self] in
+                let descriptor = handle.fileDescriptor
+                var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+                while true {
+                    let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+                    if count > 0 {
+                        lock.lock()
+                        collected.append(contentsOf: buffer[0..<count])
+                        lock.unlock()
+                    } else if count < 0 && errno == EINTR {
+                        continue
+                    } else {
+                        break
+                    }
+                }
+                finished.leave()
+            }
+            thread.name = "test child output"
+            thread.start()
         }
     }
 #endif
