@@ -276,7 +276,7 @@ final class AMQPConnection: @unchecked Sendable {
                 } catch {
                     destroyConnection()
                     shared.withLock { $0.lastFailure = error.reason }
-                    logger.info("broker connection attempt failed", metadata: ["amqp.reason": "\(error.reason)"])
+                    logger.warning("broker connection attempt failed", metadata: ["amqp.reason": "\(error.reason)"])
                     action = machine.connectFailed(reason: error.reason, jitter: Double.random(in: 0..<1))
                 }
             case .becomeReady(let generation):

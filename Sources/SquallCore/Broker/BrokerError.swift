@@ -21,8 +21,6 @@ public enum BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
     case deliveryStale(deliveryTag: UInt64)
     /// The broker object was shut down.
     case shutDown
-    /// Opening the connection failed (socket, TLS or login), naming the URL without its password.
-    case connectFailed(url: String, reason: String)
 
     /// One message of a batch that did not get a confirm, and why.
     public struct BatchFailure: Sendable, Equatable, CustomStringConvertible {
@@ -35,7 +33,7 @@ public enum BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Whether trying the same call again later can succeed.
     public var isRetryable: Bool {
         switch self {
-        case .notReady, .connectionLost, .connectFailed, .publishNacked: true
+        case .notReady, .connectionLost, .publishNacked: true
         case .batchFailed(let failures): failures.allSatisfy(\.error.isRetryable)
         case .publishReturned, .channelClosed, .deliveryStale, .shutDown: false
         }
@@ -54,7 +52,6 @@ public enum BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
         case .deliveryStale(let tag):
             "delivery \(tag) came from a connection that has dropped; the broker will redeliver it"
         case .shutDown: "broker connection was shut down"
-        case .connectFailed(let url, let reason): "connecting to \(url) failed: \(reason)"
         }
     }
 }
