@@ -148,6 +148,9 @@ struct ConfigurationTests {
         #expect(url.port == 5673)
         #expect(url.virtualHost == "v/h")
         #expect(url.heartbeatSeconds == 5)
+        // scripts/services writes the CA's path this way, so a folder with a space or '&' works.
+        let tls = try AMQPURL(parsing: "amqps://u:p@localhost/%2F?cacertfile=/tmp/a%20b%26c/tls/ca.pem")
+        #expect(tls.caCertificatePath == "/tmp/a b&c/tls/ca.pem")
     }
 
     @Test("libpq connection parameters carry the password, the description does not")
