@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -604,6 +605,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when standard input closes (the launcher's lifeline)")
+    parser.add_argument("--tls-cert", help="serve https with this certificate (PEM; needs --tls-key)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
     # A parent may spawn us with signals blocked (Foundation's Process from a dispatch thread does):
     # unblock them so SIGTERM stops the fixture.
@@ -613,6 +616,12 @@ def main(argv: list[str] | None = None) -> None:
 
     handler = type("BoundHandler", (Handler,), {"state": State(), "root": args.root, "verbose": args.verbose})
     server = Server((args.host, args.port), handler)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        # A client that refuses the certificate fails the handshake in accept(); socketserver drops
+        # that connection and goes on serving.
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"listening on {server.server_address[1]}", flush=True)
     if args.exit_on_stdin_eof:
         watch_stdin()

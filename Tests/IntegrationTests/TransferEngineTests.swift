@@ -620,6 +620,39 @@ struct TransferEngineSafetyTests {
         }
     }
 
+    @Test("an https source whose certificate no trusted CA signed fails at once as tls_error, and nothing is stored")
+    func untrustedCertificate() async throws {
+        try await TransferRig.with("tls") { rig in
+            let folder = try TLSScratch.folder()
+            defer { try? FileManager.default.removeItem(atPath: folder) }
+            let tls = try await TLSScratch.makeServerCertificate(in: folder)
+            let server = try SourceServerFixture(tls: tls)
+            defer { server.stop() }
+            let url = server.url(size: 1024, seed: 50).absoluteString
+            // The fixture does serve https: a client that trusts the certificate gets the 1,024 bytes.
+            let trusted = try await TLSScratch.offPool {
+                try TLSScratch.run(
+                    "/usr/bin/env",
+                    [
+                        "python3", "-c",
+                        "import ssl, sys, urllib.request; c = ssl.create_default_context(cafile=sys.argv[2]); "
+                            + "print(len(urllib.request.urlopen(sys.argv[1], context=c).read()))",
+                        url, tls.certificate,
+                    ])
+            }
+            #expect(trusted.status == 0 && trusted.output == "1024\n", "\(trusted.output)")
+
+            let started = ContinuousClock.now
+            let (error, events) = try await rig.failure(.http(url), to: "untrusted.bin")
+            #expect(error.code == "tls_error", "\(error)")
+            #expect(error.isPermanent)
+            #expect(error.message.contains(url), "the error does not name the source: \(error.message)")
+            #expect(events.retries.isEmpty, "a certificate nobody trusts was retried: \(events.retries)")
+            #expect(ContinuousClock.now - started < .seconds(4))
+            try await rig.expectNothingLeft("untrusted.bin")
+        }
+    }
+
     @Test("schemes other than http, https and s3 are refused by name when parsed")
     func unsupportedSchemes() {
         for text in ["ftp://h/f", "gopher://h/", "dict://h/", "ldap://h/", "scp://h/f"] {

@@ -161,12 +161,21 @@
     final class SourceServerFixture: Sendable {
         let process: FixtureProcess
 
-        /// Starts a source server; `root` is served under `/static/<name>`.
-        init(root: String? = nil) throws {
-            process = try FixtureProcess(.sourceServer, arguments: root.map { ["--root", $0] } ?? [])
+        /// Whether it serves https (its control calls, below, then cannot be used).
+        let servesTLS: Bool
+
+        /// Starts a source server; `root` is served under `/static/<name>`; with `tls` (PEM files) it
+        /// serves https.
+        init(root: String? = nil, tls: (certificate: String, key: String)? = nil) throws {
+            var arguments = root.map { ["--root", $0] } ?? []
+            if let tls { arguments += ["--tls-cert", tls.certificate, "--tls-key", tls.key] }
+            process = try FixtureProcess(.sourceServer, arguments: arguments)
+            servesTLS = tls != nil
         }
 
-        var baseURL: URL { process.baseURL }
+        var baseURL: URL {
+            servesTLS ? URL(string: "https://127.0.0.1:\(process.port)")! : process.baseURL
+        }
 
         /// The URL of a generated object of `size` bytes, with fault or behaviour `parameters`
         /// (e.g. `["fail": "503", "times": "2"]`); `chunked` serves it without a Content-Length.
