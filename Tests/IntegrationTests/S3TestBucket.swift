@@ -100,8 +100,9 @@ final class S3TestBucket: Sendable {
     /// How many parts the engine's resume record for `key` says are stored (its `partsDone`), or nil
     /// when there is no record. The record's key is `.squall-resume/<sha256 of the key>` (docs/transfer.md).
     func recordedParts(_ key: String) async throws -> Int? {
-        let digest = SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
-        let recordKey = ".squall-resume/" + digest
+        var hasher = SHA256Hasher()
+        hasher.update(Data(key.utf8))
+        let recordKey = ".squall-resume/" + hasher.hex()
         let answer = try await send("GET", "/\(Self.escape(recordKey))")
         if answer.status == 404 { return nil }
         guard answer.status == 200,
