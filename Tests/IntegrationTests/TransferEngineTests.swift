@@ -695,6 +695,40 @@ struct TransferEngineCancellationTests {
         }
     }
 
+    @Test("cancelled while S3 is creating the multipart upload, the transfer still aborts that upload")
+    func cancelDuringCreate() async throws {
+        try await TransferRig.with("cancel", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            // The proxy forwards CreateMultipartUpload (S3 creates the upload), then holds the answer 3 s.
+            try await proxy.program(
+                fault: ProxyFault(
+                    match: .init(method: "POST", queryContains: ["uploads"], queryAbsent: ["uploadId="]),
+                    action: .stall, times: 1, seconds: 3, phase: "response"))
+            let engine = try rig.engine()
+            let request = TransferRequest(
+                source: rig.http(size: 12 * MiB, seed: 51), destination: rig.bucket.location("create-cancelled.bin"))
+            let task = Task { () -> Result<TransferReport, TransferError> in
+                do throws(TransferError) {
+                    return .success(try await engine.transfer(request))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            // Cancelled once S3 holds the upload and while its answer is still held back.
+            let deadline = ContinuousClock.now + .seconds(20)
+            var created = false
+            while !created, ContinuousClock.now < deadline {
+                created = try await rig.bucket.incompleteUploads().contains { $0.key == "create-cancelled.bin" }
+                if !created { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            try #require(created, "S3 never held a multipart upload for the object")
+            task.cancel()
+            let result = await task.value
+            #expect(throws: TransferError.cancelled) { try result.get() }
+            try await rig.expectNothingLeft("create-cancelled.bin")
+        }
+    }
+
     @Test("a task cancelled before it starts does not transfer")
     func cancelledBeforeStart() async throws {
         try await TransferRig.with("cancel") { rig in

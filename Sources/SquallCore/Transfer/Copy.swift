@@ -318,8 +318,12 @@ struct Copy: Sendable {
                     }
                     state.multipart = true
                     if state.uploadID == nil {
-                        state.uploadID = try await client.createMultipartUpload(
-                            bucket: bucket, key: key, metadata: metadata)
+                        // Not cancelled once sent: S3 may create the upload though nobody hears the answer,
+                        // and only the answer names it for the abort below.
+                        let create = metadata
+                        state.uploadID = try await Task.detached {
+                            try await client.createMultipartUpload(bucket: bucket, key: key, metadata: create)
+                        }.value
                         if let record = record(partsDone: 0) { await writer.write(record) }
                     }
                     if let held = state.held {
