@@ -106,6 +106,9 @@ struct ConsumerTransferEndToEndTests {
             let status = try await consumer.waitForExit(timeout: .seconds(25))
             #expect(status == 0)
             #expect(ContinuousClock.now - signalled < .seconds(20))
+            // Confirmed by the broker before the Consumer acked and exited; the harness's own consumer
+            // of the results queue may hear of it a moment later.
+            try await harness.eventually("job 1's result", timeout: .seconds(10)) { !harness.resultPackets.isEmpty }
             #expect(harness.resultPackets.map(\.jobID) == [1])
             #expect(harness.resultPackets.first?.outcome == .done)
             #expect(!harness.progressPackets.contains { $0.jobID != 1 }, "a job started after SIGTERM")
