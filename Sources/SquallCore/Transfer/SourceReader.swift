@@ -8,8 +8,14 @@ import Foundation
 /// with its own checksum (CRC32C, when the parts go to S3) and the whole-object digest's state
 /// after it. Both are computed chunk by chunk as the bytes arrive, while they are in the cache:
 /// each byte is read once for the SHA-256 and once for the CRC32C, never again from a full part. The pool of buffers is
-/// fixed; when every buffer is out (parts still uploading) the reader pauses the download, and
+/// bounded; when every buffer is out (parts still uploading) the reader pauses the download, and
 /// ``release(_:)`` un-pauses it. A chunk is taken whole or not at all, so nothing is copied twice.
+/// Buffers are allocated as the bytes need them, and no larger than the bytes the source declared:
+/// a 4 KiB object takes one 4 KiB buffer, not a pool of 8 MiB parts.
+///
+/// A reader made with ``init(multi:)`` is *unconfigured*: its GET can start before the part size
+/// is known (the response head says how large the source is), and it takes no byte until
+/// ``configure(partSize:buffers:limit:checksumsParts:)``. ``responseHead()`` waits for that head.
 final class SourceReader: ResponseStream, @unchecked Sendable {
     struct Part: @unchecked Sendable {
         var number: Int
@@ -28,15 +34,27 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
         case finished
     }
 
+    /// How the first GET began: its body started (with these headers), or it ended before any byte.
+    enum Head: @unchecked Sendable {
+        case started(ReplyHeaders)
+        case ended(HTTPReply)
+    }
+
     let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
     private let multi: CurlMulti
     private let lock = NSLock()
-    private var pool: [PartBuffer]
+    /// Buffers given back and not yet reused.
+    private var pool: [PartBuffer] = []
+    private var allocated = 0
+    /// The most buffers this reader may own at once (zero until configured).
+    private var bufferLimit = 0
+    private var partSize = 0
     private var current: PartBuffer?
     private var nextNumber: Int
     private var hasher: ResumableSHA256
-    private let checksumsParts: Bool
+    private var checksumsParts = true
+    private let startOffset: Int64
     private var partChecksum = PartChecksum()
     private var accepted: Int64
     private var paused = false
@@ -48,6 +66,8 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
     private var limit: Int64?
     private var headersOfFirstResponse: ReplyHeaders?
     private var problem: String?
+    private var head: Head?
+    private var headWaiter: CheckedContinuation<Head, Never>?
 
     /// - Parameters:
     ///   - startOffset: bytes already stored by a previous run (a resumed upload); the first part read is `firstPart`.
@@ -57,18 +77,66 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
         multi: CurlMulti, partSize: Int, buffers: Int, firstPart: Int = 1, startOffset: Int64 = 0,
         hasher: ResumableSHA256 = ResumableSHA256(), limit: Int64? = nil, checksumsParts: Bool = true
     ) {
-        self.checksumsParts = checksumsParts
         self.multi = multi
-        pool = (0..<buffers).map { _ in PartBuffer(capacity: partSize) }
         nextNumber = firstPart
         self.hasher = hasher
         accepted = startOffset
-        self.limit = limit
+        self.startOffset = startOffset
         (events, continuation) = AsyncStream.makeStream(of: Event.self)
+        configure(partSize: partSize, buffers: buffers, limit: limit, checksumsParts: checksumsParts)
+    }
+
+    /// An unconfigured reader of a whole source from byte 0: see ``configure(partSize:buffers:limit:checksumsParts:)``.
+    init(multi: CurlMulti) {
+        self.multi = multi
+        nextNumber = 1
+        hasher = ResumableSHA256()
+        accepted = 0
+        startOffset = 0
+        (events, continuation) = AsyncStream.makeStream(of: Event.self)
+    }
+
+    /// Sets how the bytes are cut and how many buffers may be out at once, and lets a GET that
+    /// waited for it go on.
+    func configure(partSize: Int, buffers: Int, limit: Int64?, checksumsParts: Bool) {
+        let resume: CurlRequest? = lock.withLock {
+            self.partSize = partSize
+            bufferLimit = max(buffers, 1)
+            if self.limit == nil { self.limit = limit }
+            self.checksumsParts = checksumsParts
+            guard paused else { return nil }
+            paused = false
+            return request
+        }
+        if let resume { multi.resume(resume) }
+    }
+
+    /// Waits for the first GET's response head (or its end, when it failed or had no body).
+    func responseHead() async -> Head {
+        await withCheckedContinuation { waiter in
+            let ready: Head? = lock.withLock {
+                if head == nil { headWaiter = waiter }
+                return head
+            }
+            if let ready { waiter.resume(returning: ready) }
+        }
+    }
+
+    private func settleHead(_ settled: Head) {
+        let waiter: CheckedContinuation<Head, Never>? = lock.withLock {
+            guard head == nil else { return nil }
+            head = settled
+            defer { headWaiter = nil }
+            return headWaiter
+        }
+        waiter?.resume(returning: settled)
     }
 
     /// Bytes of the source taken so far (the absolute offset the next GET starts at).
     var bytesAccepted: Int64 { lock.withLock { accepted } }
+
+    /// Buffers allocated so far (never more than the configured number).
+    var buffersAllocated: Int { lock.withLock { allocated } }
 
     /// The first response's headers (validators, length), once a body has started.
     var firstResponseHeaders: ReplyHeaders? { lock.withLock { headersOfFirstResponse } }
@@ -85,7 +153,10 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
             expectedStart = accepted
             problem = nil
         }
-        let started = multi.start(call) { [continuation] reply in continuation.yield(.ended(reply)) }
+        let started = multi.start(call) { [self, continuation] reply in
+            settleHead(.ended(reply))
+            continuation.yield(.ended(reply))
+        }
         lock.withLock { request = started }
     }
 
@@ -187,7 +258,7 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
     // MARK: ResponseStream (transfer thread)
 
     func responseStarted(status: Int, headers: ReplyHeaders) -> Bool {
-        lock.withLock {
+        let taken = lock.withLock { () -> Bool in
             if status == 206 {
                 let range = headers["content-range"] ?? ""
                 // "bytes START-END/TOTAL"
@@ -207,6 +278,8 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
             if headersOfFirstResponse == nil { headersOfFirstResponse = headers }
             return true
         }
+        if taken { settleHead(.started(headers)) }
+        return taken
     }
 
     func receive(_ bytes: UnsafeRawBufferPointer) -> StreamVerdict {
@@ -216,20 +289,24 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
                 problem = "the source sent more bytes than the \(limit) it declared"
                 return .abort
             }
+            guard bufferLimit > 0 else {
+                paused = true  // not configured yet: configure(…) resumes
+                return .pause
+            }
             if current == nil {
-                guard let buffer = pool.popLast() else {
+                guard let buffer = takeBuffer() else {
                     paused = true
                     return .pause
                 }
                 current = buffer
             }
-            if bytes.count > current!.capacity - current!.count && pool.isEmpty {
+            if bytes.count > current!.capacity - current!.count && pool.isEmpty && allocated == bufferLimit {
                 paused = true
                 return .pause
             }
             var rest = bytes
             while !rest.isEmpty {
-                if current == nil { current = pool.popLast() }
+                if current == nil { current = takeBuffer() }
                 let buffer = current!
                 let taken = buffer.append(rest)
                 let chunk = UnsafeRawBufferPointer(rebasing: rest[0..<taken])
@@ -246,6 +323,16 @@ final class SourceReader: ResponseStream, @unchecked Sendable {
         }
         for part in parts { continuation.yield(.part(part)) }
         return verdict
+    }
+
+    /// A free buffer, allocated now when none is free and the limit allows one (under the lock).
+    private func takeBuffer() -> PartBuffer? {
+        if let buffer = pool.popLast() { return buffer }
+        guard allocated < bufferLimit else { return nil }
+        allocated += 1
+        var capacity = partSize
+        if let limit, limit - startOffset < Int64(partSize) { capacity = Int(max(limit - startOffset, 1)) }
+        return PartBuffer(capacity: capacity)
     }
 
     private func makePart(_ buffer: PartBuffer) -> Part {
