@@ -18,23 +18,34 @@ struct HealthEndpointEndToEndTests {
     /// The services whose readiness already depends on their servers.
     static let wired: Set<String> = ["squall-producer", "squall-consumer", "squall-observer", "squall-collector"]
 
-    /// A port that was free a moment ago: bound to 0 on loopback, read back, released.
+    /// A loopback port nothing listens on, for a child service to bind.
+    ///
+    /// Chosen below Linux's ephemeral range (32768–60999) and away from the ports of
+    /// `scripts/services` and the benches (25000 and up): a port taken with `bind(0)` lies inside that
+    /// range, and between its release and the child's bind any outgoing connection on the machine
+    /// could be given it as its local port (the cause of an `eaddrinuse` in CI once already).
     static func freePort() throws -> Int {
+        for _ in 0..<200 {
+            let candidate = Int.random(in: 20_000..<25_000)
+            if canBind(candidate) { return candidate }
+        }
+        throw FixtureError("no free loopback port between 20000 and 24999 after 200 tries")
+    }
+
+    /// Whether a listener could bind 127.0.0.1:`port` right now.
+    static func canBind(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(fd >= 0)
+        guard fd >= 0 else { return false }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
             }
         }
-        #expect(bound)
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     func get(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
