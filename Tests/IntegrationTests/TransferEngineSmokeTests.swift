@@ -77,6 +77,31 @@ struct TransferEngineSmokeTests {
         #expect(try await source.stats().bytesSent == 0)
     }
 
+    @Test("with the manifest's sha256, an object already holding it is skipped without a request to the source")
+    func skipByExpectedDigest() async throws {
+        let source = try SourceServerFixture()
+        defer { source.stop() }
+        let engine = try Self.engine()
+        let bucket = try await Self.bucket(engine)
+        let url = source.url(size: 6000, seed: 10).absoluteString
+        let first = try await engine.transfer(
+            TransferRequest(source: .http(url), destination: .s3(bucket: bucket, key: "d")))
+        #expect(first.outcome == .done)
+        try await source.reset()
+        let again = try await engine.transfer(
+            TransferRequest(
+                source: .http(url), destination: .s3(bucket: bucket, key: "d"), expectedSHA256: first.sha256))
+        #expect(again.outcome == .skipped)
+        #expect(try await source.stats().requests == 0, "the source was asked although the digest decided")
+        // Another expected digest is not a skip: the source is fetched, and its bytes do not match it.
+        let other = String(repeating: "0", count: 64)
+        await #expect(throws: TransferError.self) {
+            try await engine.transfer(
+                TransferRequest(source: .http(url), destination: .s3(bucket: bucket, key: "d"), expectedSHA256: other))
+        }
+        #expect(try await source.stats().requests > 0)
+    }
+
     @Test("a local file larger than the parts in flight streams into a multipart upload and back out, byte-exact")
     func localFileRoundTrip() async throws {
         let engine = try Self.engine()

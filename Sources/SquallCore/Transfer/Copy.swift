@@ -67,14 +67,13 @@ struct Copy: Sendable {
         if case .s3(let bucket, let key) = request.destination,
             let existing = try await client.head(bucket: bucket, key: key)
         {
-            // Something is there: learn what the source holds before fetching a byte of it.
-            let info = try await probe()
-            if let sha = skippable(existing, info) {
-                engine.logger.debug(
-                    "destination already holds the bytes", metadata: ["destination": "\(request.destination)"])
-                return TransferReport(
-                    outcome: .skipped, bytes: existing.size, etag: existing.etag, sha256: sha, bytesFetched: 0)
+            // Something is there. It is the object wanted when it holds the manifest's digest; else
+            // learn what the source holds (size, ETag) before fetching a byte of it.
+            if let expected = request.expectedSHA256, existing.metadata["squall-sha256"] == expected {
+                return skipped(existing, sha256: expected)
             }
+            let info = try await probe()
+            if let sha = skippable(existing, info) { return skipped(existing, sha256: sha) }
             return try await copy(info: info, lead: nil)
         }
         if request.source.isFile { return try await copy(info: try await probe(), lead: nil) }
@@ -277,6 +276,12 @@ struct Copy: Sendable {
     }
 
     // MARK: Skip
+
+    private func skipped(_ existing: S3Client.ObjectHead, sha256: String) -> TransferReport {
+        engine.logger.debug("destination already holds the bytes", metadata: ["destination": "\(request.destination)"])
+        return TransferReport(
+            outcome: .skipped, bytes: existing.size, etag: existing.etag, sha256: sha256, bytesFetched: 0)
+    }
 
     /// The destination's SHA-256 when it already holds the source's bytes, else nil.
     func skippable(_ existing: S3Client.ObjectHead, _ info: SourceInfo) -> String? {
