@@ -86,15 +86,22 @@ struct Copy: Sendable {
         let partSize = PartPlan.partSize(requested: options.partSize, objectSize: info.size)
         let ticker = ProgressTicker(interval: options.progressInterval, total: info.size, events: events)
         defer { ticker.stop() }
-        switch request.destination {
-        case .s3(let bucket, let key):
-            return try await toS3(bucket: bucket, key: key, info: info, partSize: partSize, lead: lead, ticker: ticker)
-        case .file(let path):
-            return try await toFile(path: path, info: info, partSize: partSize, lead: lead, ticker: ticker)
-        case .http:
+        do {
+            switch request.destination {
+            case .s3(let bucket, let key):
+                return try await toS3(
+                    bucket: bucket, key: key, info: info, partSize: partSize, lead: lead, ticker: ticker)
+            case .file(let path):
+                return try await toFile(path: path, info: info, partSize: partSize, lead: lead, ticker: ticker)
+            case .http:
+                throw TransferError(
+                    code: "bad_destination", message: "an HTTP URL cannot be a destination", isPermanent: true)
+            }
+        } catch {
+            // Whatever failed before a reader took the GET over, it must not stay paused (a finished one
+            // is not touched: cancelling it does nothing).
             lead?.cancel()
-            throw TransferError(
-                code: "bad_destination", message: "an HTTP URL cannot be a destination", isPermanent: true)
+            throw error
         }
     }
 
@@ -321,15 +328,8 @@ struct Copy: Sendable {
         var metadata: [String: String] = [:]
         if let etag = info.etag { metadata["squall-source-etag"] = Self.bare(etag) }
         let resumable = info.isResumable && !request.source.isFile && (info.size ?? 0) > Int64(partSize)
-        let resume: ResumeRecord?
-        do {
-            resume =
-                resumable
-                ? try await findResumable(client, bucket: bucket, key: key, info: info, partSize: partSize) : nil
-        } catch {
-            lead?.cancel()
-            throw error
-        }
+        let resume =
+            resumable ? try await findResumable(client, bucket: bucket, key: key, info: info, partSize: partSize) : nil
         let firstPart = (resume?.partsDone ?? 0) + 1
         let startOffset = Int64(firstPart - 1) * Int64(partSize)
         let buffers = max(options.concurrency, 2)
@@ -540,13 +540,7 @@ struct Copy: Sendable {
         path: String, info: SourceInfo, partSize: Int, lead: SourceReader?, ticker: ProgressTicker
     ) async throws -> TransferReport {
         let temporary = "\(path).squall-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let file: LocalFile
-        do {
-            file = try await openForWriting(temporary, finalPath: path)
-        } catch {
-            lead?.cancel()
-            throw error
-        }
+        let file = try await openForWriting(temporary, finalPath: path)
         let reader: SourceReader
         if let lead {
             lead.configure(partSize: partSize, buffers: 2, limit: info.size, checksumsParts: false)
