@@ -120,16 +120,19 @@ struct ConsumerServiceTests {
         }
     }
 
-    @Test("progress goes through the throttle: starting, a packet per 50 % here, completing, then one done result")
+    @Test("progress goes through the throttle and the hold: starting, a packet per 50 % here, then one done result")
     func throttledProgress() async throws {
-        // Time plays no part (a loaded machine stretches the stand-in's 1 s): only the 50 % step sends.
+        // Time plays no part in the throttle (a loaded machine stretches the stand-in's 3 s): only the
+        // 50 % step sends. The packet at 100 % comes just before the result, inside the hold: withdrawn.
         let throttle = ProgressThrottle(interval: .seconds(3600), step: 0.5, minimumSpacing: .zero)
-        let running = try await Running(settings: ConsumerSettings(), throttle: throttle)
-        try await running.publish([(1, 1_000)])
+        var settings = ConsumerSettings()
+        settings.progressHold = .milliseconds(200)
+        let running = try await Running(settings: settings, throttle: throttle)
+        try await running.publish([(1, 3_000)])
         #expect(await eventually(timeout: .seconds(20)) { !running.resultPackets.isEmpty })
         let phases = running.progressPackets.map(\.phase)
-        #expect(phases == [.starting, .transferring, .transferring, .completing], "\(phases)")
-        #expect(running.progressPackets.map(\.bytesDone) == [0, 500_000, 1_000_000, 1_000_000])
+        #expect(phases == [.starting, .transferring], "\(phases)")
+        #expect(running.progressPackets.map(\.bytesDone) == [0, 500_000])
         let stamps =
             running.progressPackets.map(\.timestamp.milliseconds) + running.resultPackets.map(\.timestamp.milliseconds)
         #expect(stamps == stamps.sorted() && Set(stamps).count == stamps.count, "timestamps strictly increase")
@@ -141,10 +144,25 @@ struct ConsumerServiceTests {
         await running.close()
     }
 
+    @Test("a job that ends within the hold sends its result and not one progress packet")
+    func shortJobSendsOnlyItsResult() async throws {
+        var settings = ConsumerSettings()
+        settings.progressHold = .seconds(5)
+        let running = try await Running(settings: settings)
+        try await running.publish([(1, 100), (2, 100), (3, 100)])
+        #expect(await eventually(timeout: .seconds(20)) { running.resultPackets.count == 3 })
+        // Longer than the hold: anything still held would have been published by now.
+        try await Task.sleep(for: .seconds(6))
+        #expect(running.progressPackets.isEmpty, "\(running.progressPackets.map { ($0.jobID, $0.phase) })")
+        #expect(running.resultPackets.map(\.outcome) == [.done, .done, .done])
+        await running.close()
+    }
+
     @Test("a running job whose source sends nothing still reports progress, which keeps its lease alive")
     func keepAliveDuringStall() async throws {
         var settings = ConsumerSettings()
         settings.keepAliveAfter = .milliseconds(500)
+        settings.progressHold = .milliseconds(100)
         let running = try await Running(settings: settings)
         try await running.publish([(1, 6_000)], stall: true)
         #expect(await eventually(timeout: .seconds(20)) { !running.resultPackets.isEmpty })
@@ -197,6 +215,7 @@ struct ConsumerServiceTests {
     func shutdownLetsRunningFinish() async throws {
         var settings = ConsumerSettings()
         settings.concurrency = 2
+        settings.progressHold = .milliseconds(100)
         let running = try await Running(settings: settings)
         try await running.publish([(1, 1_500), (2, 1_500), (3, 1_500), (4, 1_500)])
         #expect(await eventually(timeout: .seconds(10)) { Set(running.progressPackets.map(\.jobID)).count == 2 })

@@ -56,21 +56,11 @@ struct JobLifecycleTests {
         #expect(job.state == .transferring)
     }
 
-    @Test("a finished transfer publishes a final packet and the result, and does not ack yet")
-    func finishedDone() {
-        var job = job(in: .transferring)
-        let r4 = job.handle(.transferFinished(.done, bytes: 10, at: t0 + .seconds(2)))
-        #expect(
-            r4
-                == [.publishProgress(.completing, bytesDone: 10, bytesTotal: 10), .publishResult(.done)])
-        #expect(job.state == .resultPendingConfirm(.done))
-    }
-
     @Test(
-        "a transfer ending otherwise publishes only its result",
-        arguments: [ResultPacket.Outcome.skipped, .failed, .cancelled])
-    func finishedOtherwise(outcome: ResultPacket.Outcome) {
-        var job = job(in: .running)
+        "a finished transfer publishes its result and nothing else, and does not ack yet",
+        arguments: [ResultPacket.Outcome.done, .skipped, .failed, .cancelled])
+    func finished(outcome: ResultPacket.Outcome) {
+        var job = job(in: outcome == .done ? .transferring : .running)
         let r5 = job.handle(.transferFinished(outcome, bytes: 0, at: t0))
         #expect(r5 == [.publishResult(outcome)])
         #expect(job.state == .resultPendingConfirm(outcome))

@@ -68,16 +68,4 @@ struct ProgressThrottleTests {
         }
         #expect(sent == 20)
     }
-
-    @Test("the final packet is always sent, once, however soon after the last")
-    func finalAlwaysOnce() {
-        var throttle = ProgressThrottle()
-        _ = throttle.start(at: t0)
-        let r14 = throttle.shouldSendFinal(at: t0 + .milliseconds(1))
-        #expect(r14)
-        let r15 = throttle.shouldSendFinal(at: t0 + .seconds(10))
-        #expect(!r15)
-        let r16 = throttle.shouldSend(bytesDone: 100, bytesTotal: 100, at: t0 + .seconds(10))
-        #expect(!r16)
-    }
 }

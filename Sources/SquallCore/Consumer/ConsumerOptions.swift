@@ -110,6 +110,9 @@ public struct ConsumerSettings: Sendable, Equatable {
     /// A running job with no progress packet for this long gets one anyway: the Observer renews its
     /// database lease (120 s by default) from progress packets, so a stalled source must still send some.
     public var keepAliveAfter: Duration = .seconds(20)
+    /// How long a progress packet is held before it is published; a job that ends sooner sends
+    /// only its result (`PacketOutbox`).
+    public var progressHold: Duration = .seconds(1)
 
     public init() {}
 

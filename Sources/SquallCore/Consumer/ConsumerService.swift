@@ -47,7 +47,8 @@ public final class ConsumerService: Service, Sendable {
         self.metrics = metrics
         self.logger = logger
         book = JobBook(throttle: throttle, cancelRetention: .seconds(3600))
-        outbox = PacketOutbox(broker: broker, queue: broker.topology.progress, logger: logger)
+        outbox = PacketOutbox(
+            broker: broker, queue: broker.topology.progress, hold: settings.progressHold, logger: logger)
         shutdownSignal = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -245,6 +246,8 @@ public final class ConsumerService: Service, Sendable {
                 guard let packet = await book.resultPacket(key, outcome: outcome, node: node, at: .now) else {
                     continue
                 }
+                // The result supersedes the progress packets still held for this attempt.
+                outbox.withdraw(jobID: packet.jobID, attempt: packet.attempt)
                 let next: [JobLifecycle.Action]
                 do {
                     try await broker.publish(MessageCodec.encode(packet), to: .queue(broker.topology.results))
@@ -362,51 +365,6 @@ public final class ConsumerService: Service, Sendable {
         }
         for (key, actions) in left where !actions.isEmpty {
             await perform(actions, for: key, removingWhenFinal: false)
-        }
-    }
-}
-
-/// Progress packets on their way to `squall.progress`, published in batches by one task: a
-/// best-effort stream (a lost packet is superseded by the next), so nothing waits for its confirm.
-final class PacketOutbox: Sendable {
-    private let broker: Broker
-    private let queue: String
-    private let logger: Logger
-    private let pending = Mutex<[OutgoingMessage]>([])
-    private let signal: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
-
-    init(broker: Broker, queue: String, logger: Logger) {
-        self.broker = broker
-        self.queue = queue
-        self.logger = logger
-        signal = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-    }
-
-    func send(_ packet: ProgressPacket) {
-        let message = OutgoingMessage(body: MessageCodec.encode(packet), destination: .queue(queue))
-        pending.withLock { $0.append(message) }
-        signal.continuation.yield()
-    }
-
-    func run() async {
-        for await _ in signal.stream {
-            await flush()
-        }
-    }
-
-    /// Publishes everything waiting now.
-    func flush() async {
-        while true {
-            let batch = pending.withLock { pending in
-                defer { pending.removeAll() }
-                return pending
-            }
-            guard !batch.isEmpty else { return }
-            do {
-                try await broker.publishBatch(batch)
-            } catch {
-                logger.debug("progress packets not all sent", metadata: ["error": "\(error)"])
-            }
         }
     }
 }

@@ -102,12 +102,9 @@ public struct JobLifecycle: Sendable {
             guard throttle.shouldSend(bytesDone: done, bytesTotal: total, at: now) else { return [] }
             return [.publishProgress(.transferring, bytesDone: done, bytesTotal: total)]
 
-        case (.running, .transferFinished(let outcome, let bytes, let now)),
-            (.transferring, .transferFinished(let outcome, let bytes, let now)):
+        case (.running, .transferFinished(let outcome, _, _)), (.transferring, .transferFinished(let outcome, _, _)):
+            // No last progress packet: the result carries the bytes, and says more.
             state = .resultPendingConfirm(outcome)
-            if outcome == .done, throttle.shouldSendFinal(at: now) {
-                return [.publishProgress(.completing, bytesDone: bytes, bytesTotal: bytes), .publishResult(outcome)]
-            }
             return [.publishResult(outcome)]
 
         case (.cancelling, .transferFinished(let outcome, _, _)):

@@ -3,8 +3,9 @@
 /// The first packet is always `starting`; then one is sent when ``interval`` has passed since the
 /// last, or when the transfer has advanced by ``step`` of a known total, whichever comes first —
 /// but never sooner than ``minimumSpacing`` after the last, so a fast small object costs a handful
-/// of packets, not one per 5 %. The final packet (all bytes sent) is always sent. Time is passed in
-/// (a monotonic instant), so the rule is tested without waiting.
+/// of packets, not one per 5 %. There is no final packet: the result says the rest. Time is passed
+/// in (a monotonic instant), so the rule is tested without waiting. (The Consumer's outbox then
+/// holds each packet for a second, so a job that ends sooner sends none: `PacketOutbox`.)
 public struct ProgressThrottle: Sendable {
     public var interval: Duration
     /// The fraction of a known total (0.05 = 5 %) that earns a packet before ``interval`` has passed.
@@ -13,7 +14,6 @@ public struct ProgressThrottle: Sendable {
 
     private var lastSent: ContinuousClock.Instant?
     private var lastSentBytes: Int64 = 0
-    private var finished = false
 
     public init(
         interval: Duration = .seconds(2), step: Double = 0.05, minimumSpacing: Duration = .milliseconds(250)
@@ -32,7 +32,6 @@ public struct ProgressThrottle: Sendable {
 
     /// Whether to send a `transferring` packet for `bytesDone` now; when it says yes, it counts as sent.
     public mutating func shouldSend(bytesDone: Int64, bytesTotal: Int64?, at now: ContinuousClock.Instant) -> Bool {
-        guard !finished else { return false }
         guard let last = lastSent else {
             lastSent = now
             lastSentBytes = bytesDone
@@ -50,11 +49,4 @@ public struct ProgressThrottle: Sendable {
         return due
     }
 
-    /// Whether to send the final packet: yes, exactly once, whatever the time since the last.
-    public mutating func shouldSendFinal(at now: ContinuousClock.Instant) -> Bool {
-        guard !finished else { return false }
-        finished = true
-        lastSent = now
-        return true
-    }
 }
