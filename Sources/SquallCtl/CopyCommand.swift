@@ -30,7 +30,7 @@ struct CopyCommand: AsyncParsableCommand {
     @Option(help: "Bytes per part: 5M to 5G, suffixes binary (8M = 8 MiB). Default 8M.")
     var partSize: String?
 
-    @Option(help: "Parts in flight at once (1-64). Default 4.")
+    @Option(help: "Parts in flight at once (1-64). Default 8.")
     var concurrency: Int?
 
     @Option(

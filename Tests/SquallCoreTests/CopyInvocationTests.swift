@@ -25,12 +25,15 @@ struct CopyInvocationTests {
         #expect(invocation.options.progressInterval == .seconds(2))
     }
 
-    @Test("unset options keep the engine's defaults")
+    @Test("unset options keep the engine's defaults, but for 8 parts in flight where a Consumer's job has 4")
     func defaults() throws {
         let invocation = try CopyInvocation(source: "/tmp/a.bin", destination: "s3://b/k")
         #expect(invocation.request.source == .file(path: "/tmp/a.bin"))
         #expect(invocation.request.expectedSHA256 == nil)
-        #expect(invocation.options == TransferOptions())
+        var expected = TransferOptions()
+        #expect(expected.concurrency == 4)
+        expected.concurrency = 8
+        #expect(invocation.options == expected)
     }
 
     @Test(
