@@ -23,7 +23,7 @@ struct HeldPackets: Sendable {
     }
 
     let hold: Duration
-    private(set) var entries: [Entry] = []
+    private var entries: [Entry] = []
 
     init(hold: Duration) {
         self.hold = hold

@@ -48,5 +48,4 @@ public struct ProgressThrottle: Sendable {
         }
         return due
     }
-
 }
