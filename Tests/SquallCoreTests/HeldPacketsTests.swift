@@ -18,7 +18,7 @@ struct HeldPacketsTests {
 
     @Test("a packet is held for the hold, then taken; one added later waits its own turn")
     func heldThenDue() {
-        var held = HeldPackets(hold: .seconds(1))
+        var held = HeldPackets<OutgoingMessage>(hold: .seconds(1))
         held.add(message("1a"), jobID: 1, attempt: 1, at: t0)
         held.add(message("2a"), jobID: 2, attempt: 1, at: t0 + .milliseconds(600))
         #expect(held.nextDue == t0 + .seconds(1))
@@ -32,7 +32,7 @@ struct HeldPacketsTests {
 
     @Test("a result withdraws its attempt's held packets, and no other job's or attempt's")
     func withdrawOneAttempt() {
-        var held = HeldPackets(hold: .seconds(1))
+        var held = HeldPackets<OutgoingMessage>(hold: .seconds(1))
         held.add(message("1a"), jobID: 1, attempt: 1, at: t0)
         held.add(message("2a"), jobID: 2, attempt: 1, at: t0)
         held.add(message("1b"), jobID: 1, attempt: 1, at: t0 + .milliseconds(10))
@@ -44,7 +44,7 @@ struct HeldPacketsTests {
 
     @Test("packets already taken are not withdrawn: only what is still held")
     func withdrawAfterTaken() {
-        var held = HeldPackets(hold: .milliseconds(100))
+        var held = HeldPackets<OutgoingMessage>(hold: .milliseconds(100))
         held.add(message("1a"), jobID: 1, attempt: 1, at: t0)
         #expect(bodies(held.takeDue(at: t0 + .milliseconds(100))) == ["1a"])
         held.add(message("1b"), jobID: 1, attempt: 1, at: t0 + .milliseconds(150))
@@ -54,7 +54,7 @@ struct HeldPacketsTests {
 
     @Test("at shutdown everything held is taken, due or not, in order")
     func takeAllAtShutdown() {
-        var held = HeldPackets(hold: .seconds(1))
+        var held = HeldPackets<OutgoingMessage>(hold: .seconds(1))
         held.add(message("1a"), jobID: 1, attempt: 1, at: t0)
         held.add(message("2a"), jobID: 2, attempt: 1, at: t0 + .milliseconds(900))
         #expect(bodies(held.takeAll()) == ["1a", "2a"])

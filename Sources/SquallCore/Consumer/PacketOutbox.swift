@@ -13,10 +13,10 @@ import Synchronization
 /// that under load), which its lease (minutes, renewed by these packets) does not notice.
 ///
 /// A value type with the time passed in, so the rule is tested without waiting; ``PacketOutbox``
-/// runs it.
-struct HeldPackets: Sendable {
+/// runs it, holding packets unencoded (most are withdrawn, and encoding is most of their cost).
+struct HeldPackets<Packet: Sendable>: Sendable {
     struct Entry: Sendable {
-        var message: OutgoingMessage
+        var message: Packet
         var jobID: Int64
         var attempt: Int32
         var heldSince: ContinuousClock.Instant
@@ -34,7 +34,7 @@ struct HeldPackets: Sendable {
     /// When the oldest packet is due, if any is held.
     var nextDue: ContinuousClock.Instant? { entries.first.map { $0.heldSince + hold } }
 
-    mutating func add(_ message: OutgoingMessage, jobID: Int64, attempt: Int32, at now: ContinuousClock.Instant) {
+    mutating func add(_ message: Packet, jobID: Int64, attempt: Int32, at now: ContinuousClock.Instant) {
         entries.append(Entry(message: message, jobID: jobID, attempt: attempt, heldSince: now))
     }
 
@@ -47,7 +47,7 @@ struct HeldPackets: Sendable {
     }
 
     /// Takes the packets held for `hold` or longer at `now`, oldest first.
-    mutating func takeDue(at now: ContinuousClock.Instant) -> [OutgoingMessage] {
+    mutating func takeDue(at now: ContinuousClock.Instant) -> [Packet] {
         // Entries are in the order they were added, so the due ones are a prefix.
         let due = entries.prefix { now - $0.heldSince >= hold }
         entries.removeFirst(due.count)
@@ -55,7 +55,7 @@ struct HeldPackets: Sendable {
     }
 
     /// Takes every packet, due or not (shutdown).
-    mutating func takeAll() -> [OutgoingMessage] {
+    mutating func takeAll() -> [Packet] {
         defer { entries.removeAll() }
         return entries.map(\.message)
     }
@@ -68,7 +68,7 @@ final class PacketOutbox: Sendable {
     private let broker: Broker
     private let queue: String
     private let logger: Logger
-    private let held: Mutex<HeldPackets>
+    private let held: Mutex<HeldPackets<ProgressPacket>>
     private let signal: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
 
     init(broker: Broker, queue: String, hold: Duration, logger: Logger) {
@@ -80,9 +80,8 @@ final class PacketOutbox: Sendable {
     }
 
     func send(_ packet: ProgressPacket) {
-        let message = OutgoingMessage(body: MessageCodec.encode(packet), destination: .queue(queue))
         let wasEmpty = held.withLock { held in
-            defer { held.add(message, jobID: packet.jobID, attempt: packet.attempt, at: .now) }
+            defer { held.add(packet, jobID: packet.jobID, attempt: packet.attempt, at: .now) }
             return held.isEmpty
         }
         if wasEmpty { signal.continuation.yield() }
@@ -108,8 +107,9 @@ final class PacketOutbox: Sendable {
         await publish(held.withLock { $0.takeAll() })
     }
 
-    private func publish(_ batch: [OutgoingMessage]) async {
-        guard !batch.isEmpty else { return }
+    private func publish(_ packets: [ProgressPacket]) async {
+        guard !packets.isEmpty else { return }
+        let batch = packets.map { OutgoingMessage(body: MessageCodec.encode($0), destination: .queue(queue)) }
         do {
             try await broker.publishBatch(batch)
         } catch {
