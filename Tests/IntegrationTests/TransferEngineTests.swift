@@ -1,6 +1,7 @@
 import CChecksum
 import Foundation
 import SquallCore
+import Synchronization
 import Testing
 
 @testable import SquallTestSupport
@@ -163,6 +164,31 @@ struct TransferEngineTests {
                 #expect(
                     pair.1.at - pair.0.at >= .milliseconds(200), "two progress events \(pair.1.at - pair.0.at) apart")
             }
+        }
+    }
+
+    @Test("a task that prefers the engine's executor runs on its libcurl thread, where progress comes from")
+    func preferringTasksRunOnTheEngineThread() async throws {
+        try await TransferRig.with("executor") { rig in
+            var options = TransferRig.options
+            options.progressInterval = .milliseconds(100)
+            let engine = try rig.engine(options)
+            let eventThreads = Mutex<Set<UInt>>([])
+            let request = TransferRequest(
+                source: rig.http(size: 4 * MiB, seed: 12, ["slow_bps": "\(8 * MiB)"]),
+                destination: rig.bucket.location("executor.bin"))
+            let (before, after) = try await withTaskExecutorPreference(engine.taskExecutor) {
+                let before = UInt(pthread_self())
+                _ = try await engine.transfer(request) { event in
+                    if case .progress = event { eventThreads.withLock { _ = $0.insert(UInt(pthread_self())) } }
+                }
+                return (before, UInt(pthread_self()))
+            }
+            let threads = eventThreads.withLock { $0 }
+            #expect(threads.count == 1, "progress came from \(threads.count) threads")
+            #expect(threads == [before], "the task started on another thread than the engine's")
+            #expect(threads == [after], "the task came back from the transfer on another thread")
+            try await rig.expectStored("executor.bin", size: 4 * MiB, seed: 12)
         }
     }
 }

@@ -8,9 +8,18 @@ public protocol JobTransferring: Sendable {
     func transfer(
         _ request: TransferRequest, events: @escaping @Sendable (TransferEvent) -> Void
     ) async throws(TransferError) -> TransferReport
+
+    /// Where the Consumer's job tasks run: the engine's own thread, or the global pool (nil).
+    var jobExecutor: (any TaskExecutor)? { get }
 }
 
-extension TransferEngine: JobTransferring {}
+extension JobTransferring {
+    public var jobExecutor: (any TaskExecutor)? { nil }
+}
+
+extension TransferEngine: JobTransferring {
+    public var jobExecutor: (any TaskExecutor)? { taskExecutor }
+}
 
 /// The Consumer: takes jobs from `squall.jobs`, runs up to `concurrency` transfers at once, reports
 /// progress and one result per job, and acks each job only after its result is confirmed.
@@ -22,7 +31,9 @@ extension TransferEngine: JobTransferring {}
 /// it stops deliveries (keeping its channel so running jobs can still ack), requeues jobs not
 /// started, lets running ones finish until ``ConsumerSettings/abortAfter``, then aborts and
 /// requeues the rest. Loops survive broker reconnections: the ``Broker`` restarts the consumers and
-/// deliveries of a dropped connection are redelivered by the broker.
+/// deliveries of a dropped connection are redelivered by the broker. The job loop and every job
+/// prefer the engine's executor (``JobTransferring/jobExecutor``): their code runs on its libcurl
+/// thread, where their requests finish (docs/transfer.md, "Threads").
 public final class ConsumerService: Service, Sendable {
     public let settings: ConsumerSettings
     public let node: String
@@ -90,6 +101,12 @@ public final class ConsumerService: Service, Sendable {
     // MARK: Jobs
 
     private func consumeJobs() async {
+        await withTaskExecutorPreference(transfers.jobExecutor) {
+            await consumeJobsHere()
+        }
+    }
+
+    private func consumeJobsHere() async {
         await withTaskGroup(of: Bool.self) { jobs in
             jobs.addTask {
                 await self.shutDownWhenAsked()
@@ -193,7 +210,8 @@ public final class ConsumerService: Service, Sendable {
     ) async -> Result<TransferReport, TransferError> {
         let (events, sink) = AsyncStream<TransferEvent>.makeStream()
         let transfers = self.transfers
-        let task = Task { () async -> Result<TransferReport, TransferError> in
+        let task = Task(executorPreference: transfers.jobExecutor) {
+            () async -> Result<TransferReport, TransferError> in
             do throws(TransferError) {
                 return .success(try await transfers.transfer(request) { sink.yield($0) })
             } catch {

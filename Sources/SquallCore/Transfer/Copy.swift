@@ -84,7 +84,8 @@ struct Copy: Sendable {
     /// Streams the source to the destination; `lead` is a GET from byte 0 already waiting to be read.
     private func copy(info: SourceInfo, lead: SourceReader?) async throws -> TransferReport {
         let partSize = PartPlan.partSize(requested: options.partSize, objectSize: info.size)
-        let ticker = ProgressTicker(interval: options.progressInterval, total: info.size, events: events)
+        let ticker = ProgressTicker(
+            multi: engine.multi, interval: options.progressInterval, total: info.size, events: events)
         defer { ticker.stop() }
         do {
             switch request.destination {

@@ -26,6 +26,10 @@ public final class TransferEngine: Sendable {
         files.shutdown()
     }
 
+    /// The engine's libcurl thread as a task executor: tasks that prefer it run their Swift code
+    /// between libcurl's turns, so a finished request resumes its caller without a thread hop.
+    public var taskExecutor: any TaskExecutor { multi }
+
     /// Runs `request` to the end and reports how it ended, or throws why it failed.
     ///
     /// `events` is called from the engine's threads, at most once per `options.progressInterval` for progress.

@@ -126,41 +126,49 @@ actor RecordWriter {
     }
 }
 
-/// Reports progress at most once per interval while a transfer runs.
+/// Reports a transfer's progress once per interval while it runs.
+///
+/// Fired by the engine's libcurl thread (``CurlMulti``) between its turns, which also counts the
+/// bytes: no task, timer or thread of its own per transfer (one of each cost a small object more
+/// than its bytes did).
 final class ProgressTicker: @unchecked Sendable {
-    private let lock = NSLock()
-    private var task: Task<Void, Never>?
+    private let multi: CurlMulti
     private let interval: Duration
     private let total: Int64?
     private let events: @Sendable (TransferEvent) -> Void
+    // Set before the ticker is scheduled, then touched only by the libcurl thread.
+    private var reader: SourceReader?
+    private var last: (bytes: Int64, at: ContinuousClock.Instant) = (0, .now)
+    private(set) var due: ContinuousClock.Instant = .now
 
-    init(interval: Duration, total: Int64?, events: @escaping @Sendable (TransferEvent) -> Void) {
+    init(multi: CurlMulti, interval: Duration, total: Int64?, events: @escaping @Sendable (TransferEvent) -> Void) {
+        self.multi = multi
         self.interval = interval
         self.total = total
         self.events = events
     }
 
-    /// Starts reporting `reader`'s bytes (`offset` of them were there before this run).
+    /// Starts reporting `reader`'s bytes, the first time one interval from now.
     func watch(_ reader: SourceReader, offset: Int64) {
-        let (interval, total, events) = (interval, total, events)
-        let task = Task {
-            var last = (bytes: reader.bytesAccepted, at: ContinuousClock.now)
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                if Task.isCancelled { break }
-                let now = (bytes: reader.bytesAccepted, at: ContinuousClock.now)
-                let seconds =
-                    Double((now.at - last.at).components.attoseconds) / 1e18
-                    + Double((now.at - last.at).components.seconds)
-                let rate = seconds > 0 ? Double(now.bytes - last.bytes) / seconds : 0
-                events(.progress(TransferProgress(bytesDone: now.bytes, bytesTotal: total, bytesPerSecond: rate)))
-                last = now
-            }
-        }
-        lock.withLock { self.task = task }
+        self.reader = reader
+        last = (reader.bytesAccepted, .now)
+        due = last.at + interval
+        multi.schedule(self)
     }
 
     func stop() {
-        lock.withLock { task }?.cancel()
+        multi.unschedule(self)
+    }
+
+    /// Reports the bytes so far and the rate since the last report (on the libcurl thread).
+    func fire(at now: ContinuousClock.Instant) {
+        guard let reader else { return }
+        let bytes = reader.bytesAccepted
+        let elapsed = now - last.at
+        let seconds = Double(elapsed.components.attoseconds) / 1e18 + Double(elapsed.components.seconds)
+        let rate = seconds > 0 ? Double(bytes - last.bytes) / seconds : 0
+        events(.progress(TransferProgress(bytesDone: bytes, bytesTotal: total, bytesPerSecond: rate)))
+        last = (bytes, now)
+        due = now + interval
     }
 }

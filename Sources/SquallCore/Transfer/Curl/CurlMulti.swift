@@ -6,14 +6,24 @@ import Foundation
 /// cooperative pool.
 ///
 /// Callers hand requests over with ``perform(_:)`` (an `async` call bridged with a continuation);
-/// the thread adds them, runs `curl_multi_perform`, completes what finished, and sleeps in
-/// `curl_multi_poll` until a socket is ready or `curl_multi_wakeup` says a command is waiting.
-/// Cancelling the calling task removes its request at once.
-final class CurlMulti: @unchecked Sendable {
+/// the thread adds them, runs `curl_multi_perform`, completes what finished, fires the progress
+/// tickers that are due, and sleeps in `curl_multi_poll` until a socket is ready or
+/// `curl_multi_wakeup` says a command is waiting. Cancelling the calling task removes its request
+/// at once.
+///
+/// It is also a `TaskExecutor`: a task that prefers it (the Consumer's jobs) runs its Swift code
+/// on this thread between libcurl's turns. A request that finishes then resumes its caller here,
+/// with no hand-off to the cooperative pool and back, which for a small object was most of the
+/// Consumer's context switches. Such code must not block: it shares the thread with every transfer.
+final class CurlMulti: TaskExecutor, @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
     private let lock = NSLock()
-    // Guarded by `lock`: commands for the thread.
+    // Guarded by `lock`: commands and Swift jobs for the thread, and the thread's identity.
     private var commands: [Command] = []
+    private var jobs: [UnownedJob] = []
+    private var loopThread: pthread_t?
+    private var tickers: [ObjectIdentifier: ProgressTicker] = [:]
+    private var nextTick: ContinuousClock.Instant?
     private var stopping = false
     // Owned by the thread.
     private var active: [UnsafeMutableRawPointer: CurlRequest] = [:]
@@ -72,24 +82,93 @@ final class CurlMulti: @unchecked Sendable {
     }
 
     private func submit(_ command: Command) {
-        lock.withLock { commands.append(command) }
-        curl_multi_wakeup(multi)
+        let onLoop = lock.withLock { () -> Bool in
+            commands.append(command)
+            return isLoopThread
+        }
+        if !onLoop { curl_multi_wakeup(multi) }
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let onLoop = lock.withLock { () -> Bool in
+            jobs.append(job)
+            return isLoopThread
+        }
+        if !onLoop { curl_multi_wakeup(multi) }
+    }
+
+    /// Fires `ticker` from this thread when it is due, until ``unschedule(_:)``.
+    func schedule(_ ticker: ProgressTicker) {
+        let onLoop = lock.withLock { () -> Bool in
+            tickers[ObjectIdentifier(ticker)] = ticker
+            nextTick = min(nextTick ?? ticker.due, ticker.due)
+            return isLoopThread
+        }
+        if !onLoop { curl_multi_wakeup(multi) }
+    }
+
+    func unschedule(_ ticker: ProgressTicker) {
+        lock.withLock { _ = tickers.removeValue(forKey: ObjectIdentifier(ticker)) }
+    }
+
+    /// Fires the tickers that are due; returns how long the thread may sleep before the next one.
+    private func fireTickers() -> Int32 {
+        let now = ContinuousClock.now
+        // Past the earliest due time: fire what is due and work the next one out again (the
+        // ticker that set it may be gone).
+        let (due, recompute) = lock.withLock { () -> ([ProgressTicker], Bool) in
+            guard let nextTick, nextTick <= now else { return ([], false) }
+            return (tickers.values.filter { $0.due <= now }, true)
+        }
+        for ticker in due { ticker.fire(at: now) }
+        let next = lock.withLock { () -> ContinuousClock.Instant? in
+            if recompute { nextTick = tickers.values.lazy.map(\.due).min() }
+            return nextTick
+        }
+        guard let next else { return 1000 }
+        let wait = next - now
+        if wait <= .zero { return 0 }
+        return Int32(
+            min(1000, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000 + 1))
+    }
+
+    /// Called with `lock` held.
+    private var isLoopThread: Bool {
+        guard let loopThread else { return false }
+        return pthread_equal(loopThread, pthread_self()) != 0
     }
 
     // MARK: The thread
 
     private func loop() {
+        lock.withLock { loopThread = pthread_self() }
         while true {
+            // Swift jobs first, until none is left (a job's awaits enqueue the next ones) or for a
+            // bounded number of rounds (libcurl's sockets wait meanwhile), then the commands they
+            // and other threads left, then one turn of libcurl.
+            var ranJobs = false
+            for _ in 0..<64 {
+                let ready = lock.withLock { () -> [UnownedJob] in
+                    defer { jobs.removeAll(keepingCapacity: true) }
+                    return jobs
+                }
+                if ready.isEmpty { break }
+                ranJobs = true
+                for job in ready { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            }
             let (pending, stop) = lock.withLock { () -> ([Command], Bool) in
                 defer { commands.removeAll(keepingCapacity: true) }
                 return (commands, stopping)
             }
             for command in pending { apply(command) }
-            if stop && active.isEmpty { break }
+            if stop && active.isEmpty && !ranJobs { break }
             var running: Int32 = 0
             _ = curl_multi_perform(multi, &running)
             collectFinished()
-            _ = curl_multi_poll(multi, nil, 0, 1000, nil)
+            let timeout = fireTickers()
+            let waiting = lock.withLock { !jobs.isEmpty || !commands.isEmpty }
+            if !waiting { _ = curl_multi_poll(multi, nil, 0, timeout, nil) }
         }
         curl_multi_cleanup(multi)
     }
