@@ -40,7 +40,7 @@ public enum MessageCodec {
     /// Encodes `message` with its `v` and `type` fields.
     public static func encode<Message: SquallMessage>(_ message: Message) -> Data {
         do {
-            return try makeEncoder().encode(Envelope(message: message))
+            return try encoder.encode(Envelope(message: message))
         } catch {
             // Only non-finite floats can fail, and the encoder spells those as strings.
             preconditionFailure("encoding \(Message.kind) failed: \(error)")
@@ -51,31 +51,24 @@ public enum MessageCodec {
     public static func decode<Message: SquallMessage>(
         _ type: Message.Type, from body: Data
     ) throws(MessageDecodingError) -> Message {
-        let header = try decodeHeader(body)
-        guard header.type == Message.kind else {
-            throw .unexpectedType(found: header.type, expected: [Message.kind])
+        switch try decodeOnce(Incoming<Message, Message>.self, from: body) {
+        case .first(let message): message
+        case .second(let message): message
         }
-        return try decodeBody(Message.self, from: body)
     }
 
     /// Decodes what `squall.progress` carries.
     public static func decodeProgressStream(_ body: Data) throws(MessageDecodingError) -> ProgressStreamMessage {
-        let header = try decodeHeader(body)
-        switch header.type {
-        case ProgressPacket.kind: return .progress(try decodeBody(ProgressPacket.self, from: body))
-        case Heartbeat.kind: return .heartbeat(try decodeBody(Heartbeat.self, from: body))
-        default: throw .unexpectedType(found: header.type, expected: [ProgressPacket.kind, Heartbeat.kind])
+        switch try decodeOnce(Incoming<ProgressPacket, Heartbeat>.self, from: body) {
+        case .first(let packet): .progress(packet)
+        case .second(let heartbeat): .heartbeat(heartbeat)
         }
     }
 
-    private struct Header: Decodable {
-        var v: Int
-        var type: String
-    }
+    private enum Keys: String, CodingKey { case v, type }
 
     private struct Envelope<Message: SquallMessage>: Encodable {
         var message: Message
-        enum Keys: String, CodingKey { case v, type }
 
         func encode(to encoder: any Encoder) throws {
             var container = encoder.container(keyedBy: Keys.self)
@@ -85,40 +78,67 @@ public enum MessageCodec {
         }
     }
 
-    private static func decodeHeader(_ body: Data) throws(MessageDecodingError) -> Header {
-        let header: Header
+    /// One of two kinds of message, told apart by `type`, read in one pass over the body: the
+    /// header first (`v`, `type`), then the fields of the kind it names.
+    private enum Incoming<First: SquallMessage, Second: SquallMessage>: Decodable {
+        case first(First)
+        case second(Second)
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: Keys.self)
+            let version = try container.decode(Int.self, forKey: .v)
+            let type = try container.decode(String.self, forKey: .type)
+            guard version == MessageCodec.version else {
+                throw Refusal.wrong(.unsupportedVersion(found: version, supported: MessageCodec.version))
+            }
+            do {
+                switch type {
+                case First.kind: self = .first(try First(from: decoder))
+                case Second.kind: self = .second(try Second(from: decoder))
+                default:
+                    let expected = First.kind == Second.kind ? [First.kind] : [First.kind, Second.kind]
+                    throw Refusal.wrong(.unexpectedType(found: type, expected: expected))
+                }
+            } catch let refusal as Refusal {
+                throw refusal
+            } catch {
+                throw Refusal.wrong(.malformed("\(type): \(MessageCodec.describe(error))"))
+            }
+        }
+    }
+
+    /// Carries a decoding verdict out of `init(from:)` past the decoder.
+    private enum Refusal: Error {
+        case wrong(MessageDecodingError)
+    }
+
+    private static func decodeOnce<Value: Decodable>(
+        _ type: Value.Type, from body: Data
+    ) throws(MessageDecodingError) -> Value {
         do {
-            header = try makeDecoder().decode(Header.self, from: body)
+            return try decoder.decode(Value.self, from: body)
+        } catch let Refusal.wrong(error) {
+            throw error
         } catch {
             throw .malformed(describe(error))
         }
-        guard header.v == version else { throw .unsupportedVersion(found: header.v, supported: version) }
-        return header
     }
 
-    private static func decodeBody<Message: SquallMessage>(
-        _ type: Message.Type, from body: Data
-    ) throws(MessageDecodingError) -> Message {
-        do {
-            return try makeDecoder().decode(Message.self, from: body)
-        } catch {
-            throw .malformed("\(Message.kind): \(describe(error))")
-        }
-    }
-
-    private static func makeEncoder() -> JSONEncoder {
+    // One of each for every message: both are safe to share between threads, and making them
+    // per message cost as much as a small body's parsing.
+    private static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.nonConformingFloatEncodingStrategy = .convertToString(
             positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return encoder
-    }
+    }()
 
-    private static func makeDecoder() -> JSONDecoder {
+    private static let decoder: JSONDecoder = {
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(
             positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return decoder
-    }
+    }()
 
     /// A one-line reason naming the field at fault, for logs and the dead-letter queue.
     static func describe(_ error: any Error) -> String {
