@@ -89,6 +89,9 @@ struct MessageCodecTests {
     @Test("timestamps are whole milliseconds and print as UTC")
     func timestamps() {
         #expect(Timestamp(milliseconds: 0).description == "1970-01-01T00:00:00.000Z")
+        #expect(Timestamp(milliseconds: 1_795_427_407_089).description == "2026-11-23T09:50:07.089Z")
+        #expect(Timestamp(milliseconds: 951_825_600_005).description == "2000-02-29T12:00:00.005Z")
+        #expect(Timestamp(milliseconds: -1).description == "1969-12-31T23:59:59.999Z")
         let before = Timestamp.now()
         #expect(before.milliseconds > 1_700_000_000_000)
         #expect(before <= Timestamp.now())
