@@ -616,6 +616,18 @@ struct TransferEngineSafetyTests {
             ] {
                 try await Self.expectRefused(rig, url, allowPrivate: false)
             }
+            // The refusal names the address connected to, IPv6 included.
+            var options = TransferRig.options
+            options.allowPrivateSources = false
+            let (result, _) = try await rig.run(
+                TransferRequest(
+                    source: .http("http://[::1]:\(port)/gen/1024/1"), destination: rig.bucket.location("refused.bin")),
+                options: options)
+            if case .failure(let error) = result {
+                #expect(error.message.contains("connects to ::1,"), "\(error.message)")
+            } else {
+                Issue.record("http://[::1] was fetched")
+            }
             #expect(try await rig.source.stats().requests == 0)
         }
     }
