@@ -115,16 +115,19 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
     /// Fires the tickers that are due; returns how long the thread may sleep before the next one.
     private func fireTickers() -> Int32 {
         let now = ContinuousClock.now
-        // Past the earliest due time: fire what is due and work the next one out again (the
-        // ticker that set it may be gone).
-        let (due, recompute) = lock.withLock { () -> ([ProgressTicker], Bool) in
-            guard let nextTick, nextTick <= now else { return ([], false) }
-            return (tickers.values.filter { $0.due <= now }, true)
+        // Nothing due: one look under the lock. Past the earliest due time: fire what is due and
+        // work the next one out again (the ticker that set it may be gone).
+        let (due, upcoming) = lock.withLock { () -> ([ProgressTicker]?, ContinuousClock.Instant?) in
+            guard let nextTick, nextTick <= now else { return (nil, nextTick) }
+            return (tickers.values.filter { $0.due <= now }, nil)
         }
-        for ticker in due { ticker.fire(at: now) }
-        let next = lock.withLock { () -> ContinuousClock.Instant? in
-            if recompute { nextTick = tickers.values.lazy.map(\.due).min() }
-            return nextTick
+        var next = upcoming
+        if let due {
+            for ticker in due { ticker.fire(at: now) }
+            next = lock.withLock { () -> ContinuousClock.Instant? in
+                nextTick = tickers.values.lazy.map(\.due).min()
+                return nextTick
+            }
         }
         guard let next else { return 1000 }
         let wait = next - now
