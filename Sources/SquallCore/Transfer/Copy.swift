@@ -345,7 +345,7 @@ struct Copy: Sendable {
                 multi: engine.multi, partSize: partSize, buffers: buffers, firstPart: firstPart,
                 startOffset: startOffset, hasher: hasher, limit: info.size)
         }
-        ticker.watch(reader, offset: startOffset)
+        ticker.watch(reader)
         let ledger = UploadLedger(resumed: resume)
         let state = UploadState(
             uploadID: resume?.uploadID, multipart: resume != nil || (info.size ?? 0) > Int64(partSize))
@@ -550,7 +550,7 @@ struct Copy: Sendable {
             reader = SourceReader(
                 multi: engine.multi, partSize: partSize, buffers: 2, limit: info.size, checksumsParts: false)
         }
-        ticker.watch(reader, offset: 0)
+        ticker.watch(reader)
         do {
             try await withTaskCancellationHandler {
                 try await pump(reader, info: info, from: 0, alreadyFetching: lead != nil) { part in

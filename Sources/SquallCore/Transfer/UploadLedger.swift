@@ -149,7 +149,7 @@ final class ProgressTicker: @unchecked Sendable {
     }
 
     /// Starts reporting `reader`'s bytes, the first time one interval from now.
-    func watch(_ reader: SourceReader, offset: Int64) {
+    func watch(_ reader: SourceReader) {
         self.reader = reader
         last = (reader.bytesAccepted, .now)
         due = last.at + interval
