@@ -200,6 +200,34 @@ struct ResumableSHA256Tests {
         #expect(unaligned.savedState == nil)
         #expect(ResumableSHA256(restoring: [1, 2, 3]) == nil)
     }
+
+    @Test("a digest is 64 lowercase hex digits: no capitals, no other characters, no other length")
+    func digestHex() {
+        let digest = String(repeating: "0123456789abcdef", count: 4)
+        #expect(ResumableSHA256.isDigestHex(digest))
+        #expect(!ResumableSHA256.isDigestHex(digest.uppercased()))
+        #expect(!ResumableSHA256.isDigestHex(String(digest.dropLast())))
+        #expect(!ResumableSHA256.isDigestHex(digest + "0"))
+        #expect(!ResumableSHA256.isDigestHex(String(digest.dropLast()) + "g"))
+        // A fullwidth zero is a hex digit to `Character`; here it is three bytes that are not (61 + 3 = 64 bytes).
+        #expect(!ResumableSHA256.isDigestHex(String(digest.dropLast(3)) + "\u{FF10}"))
+        #expect(!ResumableSHA256.isDigestHex(""))
+    }
+}
+
+@Suite("Transfer engine: source ETags as metadata")
+struct BareETagTests {
+    @Test("quotes and the weakness mark go, wherever they are, and nothing else does")
+    func bare() {
+        #expect(Copy.bare("\"abc\"") == "abc")
+        #expect(Copy.bare("W/\"abc-12\"") == "abc-12")
+        #expect(Copy.bare("abc") == "abc")
+        #expect(Copy.bare("\"a/W/b\"") == "a/b")
+        #expect(Copy.bare("\"W\"/") == "W/")
+        #expect(Copy.bare("W") == "W")
+        #expect(Copy.bare("\"é\"") == "é")
+        #expect(Copy.bare("") == "")
+    }
 }
 
 @Suite("Transfer engine: response head lines")

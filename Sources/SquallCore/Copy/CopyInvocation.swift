@@ -118,13 +118,14 @@ public struct CopyInvocation: Sendable, Equatable {
     /// A SHA-256 as 64 hex digits, either case; returned lowercase, as the engine and S3 metadata compare it.
     public static func sha256Hex(_ text: String) throws(ConfigurationError) -> String {
         let trimmed = text.trimmingWhitespace()
-        guard trimmed.utf8.count == 64, trimmed.allSatisfy({ $0.isHexDigit }) else {
+        let lowered = trimmed.lowercased()
+        guard ResumableSHA256.isDigestHex(lowered) else {
             let shown = trimmed.count > 80 ? String(trimmed.prefix(80)) + "…" : trimmed
             throw ConfigurationError(
                 setting: "--sha256",
                 reason: "\"\(shown)\" is not a SHA-256: 64 hex digits expected, got \(trimmed.count) characters")
         }
-        return trimmed.lowercased()
+        return lowered
     }
 }
 

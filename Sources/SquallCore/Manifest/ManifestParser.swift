@@ -333,8 +333,7 @@ public struct ManifestParser: Sendable {
         var sha256: String?
         if let text = fields.sha256 {
             let lowered = text.lowercased()
-            if lowered.utf8.count == 64, lowered.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
-            {
+            if ResumableSHA256.isDigestHex(lowered) {
                 sha256 = lowered
             } else {
                 reasons.append("sha256 \"\(text)\" is not 64 hexadecimal digits")

@@ -304,8 +304,23 @@ struct Copy: Sendable {
     }
 
     /// An ETag without its quotes (and weakness mark), as it can be stored in a metadata header.
+    /// Every `W/` goes, then every quote (what earlier releases stored, so their records still compare);
+    /// done on the bytes, as Foundation's `replacingOccurrences` cost a small job more than its JSON.
     static func bare(_ etag: String) -> String {
-        etag.replacingOccurrences(of: "W/", with: "").replacingOccurrences(of: "\"", with: "")
+        let bytes = Array(etag.utf8)
+        var kept = [UInt8]()
+        kept.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "W"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "/") {
+                index += 2
+            } else {
+                kept.append(bytes[index])
+                index += 1
+            }
+        }
+        kept.removeAll { $0 == UInt8(ascii: "\"") }
+        return String(decoding: kept, as: UTF8.self)
     }
 
     func expectSHA256(_ digest: String) throws(TransferError) {

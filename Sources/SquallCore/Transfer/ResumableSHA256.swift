@@ -75,6 +75,12 @@ struct ResumableSHA256: Sendable {
         return String(decoding: text, as: UTF8.self)
     }
 
+    /// Whether `text` is a SHA-256 as Squall writes it: 64 lowercase hex digits (checked on its bytes:
+    /// `Character` properties cost more than the rest of a small job's checks).
+    static func isDigestHex(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
     /// The SHA-256 of `bytes` at once.
     static func digest(of bytes: UnsafeRawBufferPointer) -> [UInt8] {
         var hasher = ResumableSHA256()

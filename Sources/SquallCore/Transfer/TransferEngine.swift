@@ -42,7 +42,7 @@ public final class TransferEngine: Sendable {
                 isPermanent: true)
         }
         if let expected = request.expectedSHA256 {
-            guard expected.count == 64, expected.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+            guard ResumableSHA256.isDigestHex(expected) else {
                 throw TransferError(
                     code: "bad_checksum", message: "expected sha256 \"\(expected)\" is not 64 lowercase hex digits",
                     isPermanent: true)
