@@ -7,6 +7,7 @@ import SquallCore
 /// per message (user + system, this process), which the broker's speed does not hide. Prints one JSON object.
 ///
 /// Usage: transport-bench AMQP_URL PREFIX MESSAGES BATCH PREFETCH ACK_EVERY SINGLE_MESSAGES
+/// (ACK_EVERY 0: each delivery acked alone, from a task of its own)
 @main
 struct TransportBench {
     static func main() async throws {
@@ -47,15 +48,27 @@ struct TransportBench {
         let publishSeconds = seconds(since: clock)
         let publishCPU = cpuSeconds() - cpu
 
-        // Consume with prefetch, acking every `ackEvery` deliveries at once.
+        // Consume with prefetch, acking every `ackEvery` deliveries at once; with 0, every delivery alone
+        // from a task of its own, as a Consumer acks its jobs.
         clock = .now
         cpu = cpuSeconds()
         var received = 0
         let deliveries = try await broker.consume(queue: queue, prefetch: prefetch)
-        for try await delivery in deliveries {
-            received += 1
-            if received % ackEvery == 0 || received == messages { try await delivery.ack(multiple: true) }
-            if received == messages { break }
+        if ackEvery == 0 {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for try await delivery in deliveries {
+                    received += 1
+                    group.addTask { try await delivery.ack() }
+                    if received == messages { break }
+                }
+                try await group.waitForAll()
+            }
+        } else {
+            for try await delivery in deliveries {
+                received += 1
+                if received % ackEvery == 0 || received == messages { try await delivery.ack(multiple: true) }
+                if received == messages { break }
+            }
         }
         let consumeSeconds = seconds(since: clock)
         let consumeCPU = cpuSeconds() - cpu
@@ -70,6 +83,7 @@ struct TransportBench {
 
         await broker.shutdown()
         let result: [String: Double] = [
+            "ack_frames": Double(broker.ackFramesSent),
             "messages": Double(messages),
             "publish_per_second": Double(messages) / publishSeconds,
             "consume_per_second": Double(messages) / consumeSeconds,

@@ -55,6 +55,49 @@ struct BrokerTests {
         await broker.shutdown()
     }
 
+    @Test(
+        "acks asked one at a time by concurrent tasks go in fewer frames, and settle exactly what was asked"
+    )
+    func concurrentAcksFoldIntoFewerFrames() async throws {
+        let topology = BrokerFixture.topology()
+        defer { BrokerFixture.delete(topology) }
+        let broker = try await BrokerFixture.broker(topology: topology)
+        let count = 300
+        try await broker.publishBatch(
+            (0..<count).map { OutgoingMessage(body: Data(text: "m-\($0)"), destination: .queue(topology.jobs)) })
+        // Iterated by hand and kept: leaving a `for` loop would cancel the consumer and close its channel.
+        let deliveries = try await broker.consume(queue: topology.jobs, prefetch: count)
+        var iterator = deliveries.makeAsyncIterator()
+        var taken: [Delivery] = []
+        while taken.count < count, let delivery = try await iterator.next() { taken.append(delivery) }
+        // Every one acked from a task of its own, as a Consumer acks its jobs, but one in the middle
+        // rejected: no multiple ack may cover it.
+        let framesBefore = broker.ackFramesSent
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for delivery in taken {
+                group.addTask {
+                    if delivery.body.text == "m-150" { try await delivery.reject() } else { try await delivery.ack() }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let frames = broker.ackFramesSent - framesBefore
+        #expect(frames >= 1 && frames < count / 2, "\(count - 1) acks took \(frames) frames")
+        var deadLetters = try await broker.consume(queue: topology.deadLetters, prefetch: 10).makeAsyncIterator()
+        let dead = try #require(try await deadLetters.next())
+        #expect(dead.body.text == "m-150")
+        try await dead.ack()
+        #expect(broker.connectionsOpened == 1, "the broker closed the connection or a channel over an ack")
+        withExtendedLifetime(iterator) {}
+        await broker.shutdown()
+
+        // Nothing was left unacked: with the connection closed, an unacked message would be ready again.
+        let again = try await BrokerFixture.broker(topology: topology)
+        #expect(try await again.queueDepth(topology.jobs) == 0)
+        #expect(try await again.queueDepth(topology.deadLetters) == 0)
+        await again.shutdown()
+    }
+
     @Test("a message taken but not acked before the connection closes goes to another consumer, redelivered")
     func unackedMessageRedeliveredToAnotherConsumer() async throws {
         let topology = BrokerFixture.topology()

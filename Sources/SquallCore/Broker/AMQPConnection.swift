@@ -91,6 +91,8 @@ final class AMQPConnection: @unchecked Sendable {
         var queueName: String
         /// The broker-assigned tag of the current basic.consume, for basic.cancel.
         var consumerTag = ""
+        /// What is open on the current channel, and the acks to send for it at the end of the pass.
+        var unsettled = UnsettledDeliveries()
 
         init(
             id: Int, source: Source, prefetch: UInt16,
@@ -148,6 +150,7 @@ final class AMQPConnection: @unchecked Sendable {
     private let wakeRead: Int32
     private let wakeWrite: Int32
     private let nextConsumerID = Atomic<Int>(1)
+    private let ackFrames = Atomic<Int>(0)
 
     // Owned by the connection thread.
     private var machine: ConnectionStateMachine
@@ -160,6 +163,8 @@ final class AMQPConnection: @unchecked Sendable {
     private var confirms = ConfirmTracker<PublishToken>()
     private var consumers: [Int: ConsumerRecord] = [:]
     private var consumerByChannel: [UInt16: ConsumerRecord] = [:]
+    /// Acks asked for in this pass over the commands, by channel: sent together by ``sendAcks()``.
+    private var acksToSend: [UInt16: [Settlement]] = [:]
     private var nextChannel: UInt16 = 3
     private let rpcChannel: UInt16 = 1
     private let publishChannel: UInt16 = 2
@@ -205,6 +210,10 @@ final class AMQPConnection: @unchecked Sendable {
     var currentGeneration: UInt64 { shared.withLock { $0.generation } }
     var negotiatedHeartbeat: Int { shared.withLock { $0.negotiatedHeartbeat } }
     var connectionsOpened: Int { shared.withLock { $0.connectionsOpened } }
+
+    /// Ack frames written so far, on every connection: fewer than the acks asked for when acks were
+    /// folded into `multiple` ones.
+    var ackFramesSent: Int { ackFrames.load(ordering: .relaxed) }
     var lastFailure: String? { shared.withLock { $0.lastFailure } }
     var isFinished: Bool { shared.withLock { $0.finished } }
 
@@ -343,6 +352,7 @@ final class AMQPConnection: @unchecked Sendable {
                         }
                     }
                 }
+                try sendAcks()
                 // Let confirms in flight arrive (briefly) before closing on shutdown.
                 if let since = shutdownRequestedAt, confirms.pendingCount == 0 || since.duration(to: .now) > .seconds(2)
                 {
@@ -440,6 +450,7 @@ final class AMQPConnection: @unchecked Sendable {
 
     private func finish() {
         destroyConnection()
+        failAcks { _ in .shutDown }
         for command in takeCommands() { Self.fail(command, with: .shutDown) }
         for record in consumers.values { record.finish() }
         consumers = [:]
@@ -453,7 +464,7 @@ final class AMQPConnection: @unchecked Sendable {
         }
         // Commands that raced in after the last take.
         for command in takeCommands() { Self.fail(command, with: .shutDown) }
-        logger.info("broker connection closed")
+        logger.info("broker connection closed", metadata: ["amqp.ack_frames": "\(ackFramesSent)"])
         for waiter in waiters { waiter.resume() }
     }
 
@@ -662,6 +673,7 @@ final class AMQPConnection: @unchecked Sendable {
         try rpcResult("consuming \(record.queueName)", channel: channel)
         record.consumerTag = consumeOK.map { Self.string($0.pointee.consumer_tag) } ?? ""
         record.channel = channel
+        record.unsettled = UnsettledDeliveries()
         consumerByChannel[channel] = record
     }
 
@@ -692,6 +704,7 @@ final class AMQPConnection: @unchecked Sendable {
             }
         case .cancel(let id):
             guard let record = consumers.removeValue(forKey: id) else { return }
+            if record.channel != 0 { try sendAcks(on: record.channel) }
             if record.channel != 0, consumerByChannel.removeValue(forKey: record.channel) != nil {
                 // Closing the channel hands its unacked deliveries back to the queue.
                 amqp_channel_close(state, record.channel, AMQP_REPLY_SUCCESS)
@@ -784,19 +797,30 @@ final class AMQPConnection: @unchecked Sendable {
     }
 
     private func settle(_ settlement: Settlement) throws(ConnectionFailure) {
-        guard settlement.generation == generation, consumerByChannel[settlement.channel] != nil else {
+        guard settlement.generation == generation, let record = consumerByChannel[settlement.channel] else {
             settlement.completion(.failure(.deliveryStale(deliveryTag: settlement.deliveryTag)))
             return
         }
+        if case .ack(multiple: false) = settlement.kind {
+            // Sent at the end of the pass, with the other acks of this channel (UnsettledDeliveries).
+            record.unsettled.requestAck(settlement.deliveryTag)
+            acksToSend[settlement.channel, default: []].append(settlement)
+            return
+        }
+        try sendAcks(on: settlement.channel)  // the acks asked for before this go before it
         let status: Int32
         switch settlement.kind {
         case .ack(let multiple):
             status = amqp_basic_ack(state, settlement.channel, settlement.deliveryTag, multiple ? 1 : 0)
+            record.unsettled.settledDirectly(settlement.deliveryTag, multiple: multiple)
+            ackFrames.add(1, ordering: .relaxed)
         case .nack(let requeue, let multiple):
             status = amqp_basic_nack(
                 state, settlement.channel, settlement.deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0)
+            record.unsettled.settledDirectly(settlement.deliveryTag, multiple: multiple)
         case .reject:
             status = amqp_basic_reject(state, settlement.channel, settlement.deliveryTag, 0)
+            record.unsettled.settledDirectly(settlement.deliveryTag, multiple: false)
         }
         do {
             try check(status, "settling delivery \(settlement.deliveryTag)")
@@ -806,6 +830,45 @@ final class AMQPConnection: @unchecked Sendable {
         }
         lastHeartbeatSent = .now
         settlement.completion(.success(()))
+    }
+
+    /// Sends the acks asked for in this pass, on every channel.
+    private func sendAcks() throws(ConnectionFailure) {
+        for channel in Array(acksToSend.keys) { try sendAcks(on: channel) }
+    }
+
+    /// Sends the acks asked for on `channel`: one `multiple` frame for those that settle its oldest open
+    /// deliveries, one frame for each of the others. Each asker hears once its ack is on the socket.
+    private func sendAcks(on channel: UInt16) throws(ConnectionFailure) {
+        guard let settlements = acksToSend.removeValue(forKey: channel) else { return }
+        guard let record = consumerByChannel[channel] else {
+            for settlement in settlements {
+                settlement.completion(.failure(.deliveryStale(deliveryTag: settlement.deliveryTag)))
+            }
+            return
+        }
+        for frame in record.unsettled.takeAckFrames() {
+            let status = amqp_basic_ack(state, channel, frame.tag, frame.multiple ? 1 : 0)
+            do {
+                try check(status, "acking delivery \(frame.tag)")
+            } catch {
+                for settlement in settlements { settlement.completion(.failure(.connectionLost(error.reason))) }
+                throw error
+            }
+            ackFrames.add(1, ordering: .relaxed)
+        }
+        lastHeartbeatSent = .now
+        for settlement in settlements { settlement.completion(.success(())) }
+    }
+
+    /// Fails the acks not sent yet (the connection or their channel is gone: the broker redelivers).
+    private func failAcks(on channel: UInt16? = nil, with error: (UInt64) -> BrokerError) {
+        let channels = channel.map { [$0] } ?? Array(acksToSend.keys)
+        for channel in channels {
+            for settlement in acksToSend.removeValue(forKey: channel) ?? [] {
+                settlement.completion(.failure(error(settlement.deliveryTag)))
+            }
+        }
     }
 
     // MARK: Frames
@@ -873,6 +936,7 @@ final class AMQPConnection: @unchecked Sendable {
             }
             defer { amqp_destroy_message(&message) }
             guard let record = consumerByChannel[channel] else { return }
+            record.unsettled.delivered(tag)
             let body = message.body.len > 0 ? Data(bytes: message.body.bytes, count: message.body.len) : Data()
             let count = Self.deliveryCount(message.properties)
             record.deliver(
@@ -920,6 +984,7 @@ final class AMQPConnection: @unchecked Sendable {
         case AMQP_BASIC_CANCEL_METHOD:
             // The broker cancelled a consumer (its queue was deleted): end that stream.
             if let record = consumerByChannel.removeValue(forKey: channel) {
+                failAcks(on: channel) { .deliveryStale(deliveryTag: $0) }
                 consumers.removeValue(forKey: record.id)
                 amqp_channel_close(state, channel, AMQP_REPLY_SUCCESS)
                 record.finish(
@@ -944,6 +1009,7 @@ final class AMQPConnection: @unchecked Sendable {
         } else if channel == rpcChannel {
             channelWasClosed(channel)
         } else if let record = consumerByChannel.removeValue(forKey: channel) {
+            failAcks(on: channel) { .deliveryStale(deliveryTag: $0) }
             record.channel = 0
             // 404/403: the queue is gone or forbidden, so the stream ends. Anything else (406 when
             // an ack outlasted the broker's consumer_timeout) restarts the consumer on a fresh
@@ -973,6 +1039,7 @@ final class AMQPConnection: @unchecked Sendable {
     private func abandonConnection(with error: BrokerError) {
         destroyConnection()
         for (batch, index, _) in confirms.reset() { batch.settle(index, error) }
+        failAcks { _ in error }
         for record in consumers.values { record.channel = 0 }
         consumerByChannel = [:]
     }
@@ -981,6 +1048,7 @@ final class AMQPConnection: @unchecked Sendable {
         if state != nil {
             for record in consumers.values { record.finish() }
             consumers = [:]
+            failAcks { _ in .shutDown }
             consumerByChannel = [:]
             amqp_connection_close(state, AMQP_REPLY_SUCCESS)
         }

@@ -54,6 +54,11 @@ public final class Broker: Service, Sendable {
     /// How many connections have been opened so far: 1 until the first drop.
     public var connectionsOpened: Int { connection.connectionsOpened }
 
+    /// Ack frames sent so far: single acks asked for in the same pass of the connection thread that
+    /// settle the oldest open deliveries of a consumer go as one `multiple` ack (a quorum queue writes
+    /// one log entry per frame).
+    public var ackFramesSent: Int { connection.ackFramesSent }
+
     /// Starts the connection thread and waits until the first connection is ready.
     public func start() async throws(BrokerError) {
         connection.start()
