@@ -15,30 +15,23 @@ struct UnsettledDeliveriesTests {
     @Test("acks of the oldest open deliveries go as one multiple ack; a single one as itself")
     func runFromTheOldest() {
         var unsettled = Self.delivered(5)
-        for tag: UInt64 in [3, 1, 2] { unsettled.requestAck(tag) }
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 3, multiple: true)])
+        #expect(unsettled.ackFrames(for: [3, 1, 2]) == [Frame(tag: 3, multiple: true)])
         #expect(unsettled.oldestOpen == 4)
         #expect(unsettled.openCount == 2)
-        unsettled.requestAck(4)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 4, multiple: false)])
-        #expect(unsettled.takeAckFrames() == [])
+        #expect(unsettled.ackFrames(for: [4]) == [Frame(tag: 4, multiple: false)])
+        #expect(unsettled.ackFrames(for: []) == [])
     }
 
     @Test("an ack behind a delivery still open goes alone, and a later run steps over it")
     func outOfOrder() {
         var unsettled = Self.delivered(6)
-        unsettled.requestAck(2)
-        unsettled.requestAck(5)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 2, multiple: false), Frame(tag: 5, multiple: false)])
+        #expect(unsettled.ackFrames(for: [5, 2]) == [Frame(tag: 2, multiple: false), Frame(tag: 5, multiple: false)])
         #expect(unsettled.oldestOpen == 1)
         #expect(unsettled.openCount == 4)
-        unsettled.requestAck(1)
-        unsettled.requestAck(3)
         // 1, (2 settled), 3: one frame up to 3; 4 is still open, so 5 stays settled on its own.
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 3, multiple: true)])
+        #expect(unsettled.ackFrames(for: [1, 3]) == [Frame(tag: 3, multiple: true)])
         #expect(unsettled.oldestOpen == 4)
-        unsettled.requestAck(4)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 4, multiple: false)])
+        #expect(unsettled.ackFrames(for: [4]) == [Frame(tag: 4, multiple: false)])
         #expect(unsettled.oldestOpen == 6)
         #expect(unsettled.openCount == 1)
     }
@@ -46,10 +39,8 @@ struct UnsettledDeliveriesTests {
     @Test("a run never ends on a tag settled before: the broker would refuse it and close the channel")
     func runEndsOnAnAskedTag() {
         var unsettled = Self.delivered(3)
-        unsettled.requestAck(2)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 2, multiple: false)])
-        unsettled.requestAck(1)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 1, multiple: false)])
+        #expect(unsettled.ackFrames(for: [2]) == [Frame(tag: 2, multiple: false)])
+        #expect(unsettled.ackFrames(for: [1]) == [Frame(tag: 1, multiple: false)])
         #expect(unsettled.oldestOpen == 3)
     }
 
@@ -57,9 +48,7 @@ struct UnsettledDeliveriesTests {
     func directSettlements() {
         var unsettled = Self.delivered(8)
         unsettled.settledDirectly(2, multiple: false)  // rejected: dead-lettered, must not be acked
-        unsettled.requestAck(1)
-        unsettled.requestAck(3)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 3, multiple: true)])
+        #expect(unsettled.ackFrames(for: [1, 3]) == [Frame(tag: 3, multiple: true)])
         unsettled.settledDirectly(6, multiple: true)
         #expect(unsettled.oldestOpen == 7)
         unsettled.settledDirectly(7, multiple: false)
@@ -72,15 +61,11 @@ struct UnsettledDeliveriesTests {
     @Test("a tag asked twice in a pass is sent once; one never delivered is sent as asked, and not tracked")
     func oddRequests() {
         var unsettled = Self.delivered(2)
-        unsettled.requestAck(1)
-        unsettled.requestAck(1)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 1, multiple: false)])
-        unsettled.requestAck(9)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 9, multiple: false)])
+        #expect(unsettled.ackFrames(for: [1, 1]) == [Frame(tag: 1, multiple: false)])
+        #expect(unsettled.ackFrames(for: [9]) == [Frame(tag: 9, multiple: false)])
         #expect(unsettled.oldestOpen == 2)
         #expect(unsettled.openCount == 1)
-        unsettled.requestAck(2)
-        #expect(unsettled.takeAckFrames() == [Frame(tag: 2, multiple: false)])
+        #expect(unsettled.ackFrames(for: [2]) == [Frame(tag: 2, multiple: false)])
         #expect(unsettled.openCount == 0)
     }
 
@@ -96,8 +81,7 @@ struct UnsettledDeliveriesTests {
             while !order.isEmpty {
                 let pass = order.prefix(Int.random(in: 1...5, using: &generator))
                 order.removeFirst(pass.count)
-                for tag in pass { unsettled.requestAck(tag) }
-                for frame in unsettled.takeAckFrames() {
+                for frame in unsettled.ackFrames(for: pass) {
                     #expect(!settled.contains(frame.tag), "tag \(frame.tag) acked twice")
                     if frame.multiple {
                         // What the broker settles: every tag up to the frame's not settled yet.

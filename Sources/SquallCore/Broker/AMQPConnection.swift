@@ -91,7 +91,7 @@ final class AMQPConnection: @unchecked Sendable {
         var queueName: String
         /// The broker-assigned tag of the current basic.consume, for basic.cancel.
         var consumerTag = ""
-        /// What is open on the current channel, and the acks to send for it at the end of the pass.
+        /// What is open on the current channel, for folding its acks.
         var unsettled = UnsettledDeliveries()
 
         init(
@@ -803,7 +803,6 @@ final class AMQPConnection: @unchecked Sendable {
         }
         if case .ack(multiple: false) = settlement.kind {
             // Sent at the end of the pass, with the other acks of this channel (UnsettledDeliveries).
-            record.unsettled.requestAck(settlement.deliveryTag)
             acksToSend[settlement.channel, default: []].append(settlement)
             return
         }
@@ -847,7 +846,7 @@ final class AMQPConnection: @unchecked Sendable {
             }
             return
         }
-        for frame in record.unsettled.takeAckFrames() {
+        for frame in record.unsettled.ackFrames(for: settlements.map(\.deliveryTag)) {
             let status = amqp_basic_ack(state, channel, frame.tag, frame.multiple ? 1 : 0)
             do {
                 try check(status, "acking delivery \(frame.tag)")

@@ -1,6 +1,5 @@
-/// The deliveries of one consuming channel that are not settled yet, and the acks asked for since the
-/// connection thread last sent some: acks that settle the oldest open deliveries go to the broker as one
-/// `multiple` ack instead of one frame each.
+/// The deliveries of one consuming channel that are not settled yet, so that acks asked for together
+/// which settle the oldest open deliveries go to the broker as one `multiple` ack instead of one frame each.
 ///
 /// A quorum queue turns every ack frame into a command of its Raft log, so a Consumer acking one job at
 /// a time costs the broker a log entry per job. The connection thread gathers the acks of one pass over
@@ -23,28 +22,19 @@ struct UnsettledDeliveries: Sendable {
     private var newest: UInt64 = 0
     /// Settled while an older delivery was still open.
     private var settledOutOfOrder: Set<UInt64> = []
-    private var requested: [UInt64] = []
 
     /// How many deliveries are open (delivered, not settled).
     var openCount: Int { newest >= oldestOpen ? Int(newest - oldestOpen + 1) - settledOutOfOrder.count : 0 }
-
-    var hasRequestedAcks: Bool { !requested.isEmpty }
 
     mutating func delivered(_ tag: UInt64) {
         newest = max(newest, tag)
     }
 
-    /// An ack of `tag` alone, to be sent by the next ``takeAckFrames()``.
-    mutating func requestAck(_ tag: UInt64) {
-        requested.append(tag)
-    }
-
-    /// The frames that send every requested ack: one (`multiple` when it covers more than one) for the
-    /// run that starts at the oldest open delivery, then one per ack outside it, in tag order.
-    mutating func takeAckFrames() -> [AckFrame] {
-        guard !requested.isEmpty else { return [] }
-        var asked = Set(requested)
-        requested.removeAll(keepingCapacity: true)
+    /// The frames that ack `tags` (asked for together, each alone), which are settled from now on: one
+    /// (`multiple` when it covers more than one) for the run that starts at the oldest open delivery,
+    /// then one per ack outside it, in tag order.
+    mutating func ackFrames(for tags: some Sequence<UInt64>) -> [AckFrame] {
+        var asked = Set(tags)
         var frames: [AckFrame] = []
         var run = 0
         // The frame names the run's last asked tag, never one settled before: the broker refuses an ack
@@ -70,7 +60,7 @@ struct UnsettledDeliveries: Sendable {
     }
 
     /// A settlement sent as the caller asked (a nack, a reject, an ack with `multiple`): what it settles
-    /// is no longer open. Requested acks must be taken first, so the frames keep their order.
+    /// is no longer open. Acks asked for before it must have their frames first, so the frames keep their order.
     mutating func settledDirectly(_ tag: UInt64, multiple: Bool) {
         if multiple {
             guard tag >= oldestOpen else { return }
