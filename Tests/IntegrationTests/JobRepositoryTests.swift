@@ -226,6 +226,24 @@ struct JobRepositoryTests {
         }
     }
 
+    @Test("a claim says whether a job has finished into the destination: only done and skipped ones count")
+    func claimMarksFreshDestinations() async throws {
+        try await TestDatabase.withRepository { repository, _ in
+            _ = try await repository.submit(batchName: "first", manifest: .text(csvManifest(count: 3)))
+            let first = try await repository.claim(limit: 3, lease: .seconds(60))
+            #expect(first.map(\.freshDestination) == [true, true, true])
+            _ = try await repository.applyResults([
+                .make(first[0], .done, at: 200), .make(first[1], .skipped, at: 200),
+                .make(first[2], .failed, at: 200, errorCode: "http_404"),
+            ])
+
+            // The same destinations again, in another batch: the failed one is still fresh.
+            _ = try await repository.submit(batchName: "again", manifest: .text(csvManifest(count: 4)))
+            let again = try await repository.claim(limit: 4, lease: .seconds(60)).sorted { $0.jobID < $1.jobID }
+            #expect(again.map(\.freshDestination) == [false, false, true, true])
+        }
+    }
+
     @Test("a result settles the job for its attempt; later packets never move it back")
     func resultsAreFinal() async throws {
         try await TestDatabase.withRepository { repository, url in

@@ -508,6 +508,95 @@ struct TransferEngineIntegrityTests {
         }
     }
 
+    @Test("not asked first, an empty destination costs one create-only PUT and no HEAD")
+    func freshDestinationWithoutHead() async throws {
+        try await TransferRig.with("nohead", proxy: true) { rig in
+            var options = TransferRig.options
+            options.createOnly = true
+            let size = 300 * 1024
+            let request = TransferRequest(
+                source: rig.http(size: size, seed: 35), destination: rig.bucket.location("fresh.bin"),
+                checksDestinationFirst: false)
+            let report = try await rig.run(request, options: options).result.get()
+            #expect(report.outcome == .done)
+            let log = try await rig.proxyLog("fresh.bin")
+            #expect(log.map(\.method) == ["PUT"])
+            #expect(log.first?.status == .code(200))
+            try await rig.expectStored("fresh.bin", size: size, seed: 35)
+
+            // Without create-only writes nothing would stop an overwrite: the destination is asked first.
+            try await rig.proxy?.reset()
+            options.createOnly = false
+            let again = try await rig.run(request, options: options).result.get()
+            #expect(again.outcome == .skipped)
+            #expect(try await rig.proxyLog("fresh.bin").map(\.method) == ["HEAD"])
+        }
+    }
+
+    @Test("not asked first, a small object already there is met by the PUT's 412 and skipped when the same")
+    func presentSmallObjectMetByConditionalPut() async throws {
+        try await TransferRig.with("nohead412", proxy: true) { rig in
+            var options = TransferRig.options
+            options.createOnly = true
+            let size = 64 * 1024
+            let first = try await rig.copy(rig.http(size: size, seed: 36), to: "small.bin").report
+            try await rig.proxy?.reset()
+            try await rig.bucket.put("other.bin", Data(repeating: 0x33, count: size))
+
+            let same = try await rig.run(
+                TransferRequest(
+                    source: rig.http(size: size, seed: 36), destination: rig.bucket.location("small.bin"),
+                    checksDestinationFirst: false), options: options
+            ).result.get()
+            #expect(same.outcome == .skipped)
+            #expect(same.sha256 == first.sha256)
+            #expect(same.bytesFetched == Int64(size), "the source was read before the PUT found the object")
+            let log = try await rig.proxyLog("small.bin")
+            #expect(log.map(\.method) == ["PUT", "HEAD"])
+            #expect(log.first?.status == .code(412))
+            try await rig.expectStored("small.bin", size: size, seed: 36)
+
+            let (result, _) = try await rig.run(
+                TransferRequest(
+                    source: rig.http(size: size, seed: 37), destination: rig.bucket.location("other.bin"),
+                    checksDestinationFirst: false), options: options)
+            guard case .failure(let error) = result else {
+                Issue.record("other bytes were written over: \(result)")
+                return
+            }
+            #expect(error.code == "destination_exists")
+            #expect(
+                try await rig.bucket.readBack("other.bin")?.sha256
+                    == LocalFile.sha256(Data(repeating: 0x33, count: size)))
+        }
+    }
+
+    @Test("not asked first, an object larger than one part is asked about before any part goes")
+    func presentLargeObjectAskedBeforeParts() async throws {
+        try await TransferRig.with("noheadlarge", proxy: true) { rig in
+            var options = TransferRig.options
+            options.createOnly = true
+            let size = 11 * MiB
+            _ = try await rig.copy(rig.http(size: size, seed: 38), to: "large.bin")
+            try await rig.source.reset()
+            try await rig.proxy?.reset()
+
+            let second = try await rig.run(
+                TransferRequest(
+                    source: rig.http(size: size, seed: 38), destination: rig.bucket.location("large.bin"),
+                    checksDestinationFirst: false), options: options
+            ).result.get()
+            #expect(second.outcome == .skipped)
+            let log = try await rig.proxyLog("large.bin")
+            #expect(!log.contains { $0.method == "PUT" || $0.method == "POST" }, "\(log.map(\.method))")
+            #expect(log.map(\.method).first == "HEAD")
+            #expect(
+                try await rig.source.stats().bytes("/gen/\(size)/38") < size / 2,
+                "the GET is dropped once the HEAD finds the object")
+            try await rig.expectStored("large.bin", size: size, seed: 38)
+        }
+    }
+
     @Test("an existing object with other bytes of the same size is replaced, not skipped")
     func differentBytesAreNotSkipped() async throws {
         try await TransferRig.with("replace") { rig in

@@ -112,17 +112,32 @@ struct JobConclusionTests {
         #expect(packet(.cancelled, nil).errorCode == "cancelled")
     }
 
+    @Test("only a first delivery of a first attempt into a fresh destination leaves out the destination HEAD")
+    func destinationHeadOnlyWhenItCanMatter() throws {
+        var fresh = job
+        fresh.attempt = 1
+        fresh.freshDestination = true
+        #expect(!(try fresh.transferRequest(redelivered: false).checksDestinationFirst))
+        #expect(try fresh.transferRequest(redelivered: true).checksDestinationFirst, "a redelivery may find its object")
+        var retried = fresh
+        retried.attempt = 2
+        #expect(try retried.transferRequest(redelivered: false).checksDestinationFirst, "an earlier attempt may have")
+        var written = fresh
+        written.freshDestination = false
+        #expect(try written.transferRequest(redelivered: false).checksDestinationFirst, "another job wrote there")
+    }
+
     @Test("a job whose source has a scheme the engine refuses fails with unsupported_scheme")
     func badScheme() {
         var bad = job
         bad.source = "ftp://example.com/a"
-        #expect(throws: TransferError.self) { try bad.transferRequest() }
+        #expect(throws: TransferError.self) { try bad.transferRequest(redelivered: false) }
         do {
-            _ = try bad.transferRequest()
+            _ = try bad.transferRequest(redelivered: false)
         } catch {
             #expect(error.code == "unsupported_scheme")
         }
-        #expect((try? job.transferRequest())?.source == .http("http://h/a"))
+        #expect((try? job.transferRequest(redelivered: false))?.source == .http("http://h/a"))
     }
 }
 

@@ -21,6 +21,26 @@ struct MessageCodecTests {
         #expect(try MessageCodec.decode(JobMessage.self, from: body) == job)
     }
 
+    @Test("a job's fresh-destination hint survives the round trip, and a job without it reads as not fresh")
+    func freshDestinationHint() throws {
+        var job = JobMessage(
+            jobID: 1, batchID: 2, attempt: 1, source: "https://example.com/a", destination: "s3://b/a", enqueuedAt: now)
+        job.freshDestination = true
+        let body = MessageCodec.encode(job)
+        let object = try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
+        #expect(object["fresh_destination"] as? Bool == true)
+        #expect(try MessageCodec.decode(JobMessage.self, from: body).freshDestination)
+
+        // What a Producer of an earlier release sends: no hint at all.
+        let older = Data(
+            #"{"v":1,"type":"job","job_id":1,"batch_id":2,"attempt":1,"source":"https://example.com/a","destination":"s3://b/a","priority":0,"enqueued_at":5}"#
+                .utf8)
+        let decoded = try MessageCodec.decode(JobMessage.self, from: older)
+        #expect(!decoded.freshDestination)
+        #expect(decoded.expectedSHA256 == nil)
+        #expect(decoded.enqueuedAt == Timestamp(milliseconds: 5))
+    }
+
     @Test("progress and heartbeats share a queue and decode to the right case")
     func progressStream() throws {
         let progress = ProgressPacket(

@@ -174,7 +174,7 @@ public final class ConsumerService: Service, Sendable {
     private func runJob(_ key: JobBook.Key) async {
         let started = await book.handle(key, .started(at: .now))
         await perform(started, for: key, removingWhenFinal: false)
-        guard await book.isRunning(key), let job = await book.job(key) else {
+        guard await book.isRunning(key), let job = await book.job(key), let delivery = await book.delivery(key) else {
             await forgetIfFinal(key)
             return
         }
@@ -186,7 +186,7 @@ public final class ConsumerService: Service, Sendable {
 
         let conclusion: JobConclusion
         do {
-            let request = try job.transferRequest()
+            let request = try job.transferRequest(redelivered: delivery.redelivered)
             conclusion = JobConclusion(await transfer(request, key: key, logger: jobLogger))
         } catch {
             conclusion = .error(error)

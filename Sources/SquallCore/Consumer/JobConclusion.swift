@@ -66,10 +66,11 @@ public enum JobConclusion: Sendable, Equatable {
 }
 
 extension JobMessage {
-    /// The transfer this job asks for; a location the engine cannot take is a permanent error naming it.
-    public func transferRequest() throws(TransferError) -> TransferRequest {
+    /// The transfer this delivery of the job asks for; a location the engine cannot take is a permanent
+    /// error naming it.
+    public func transferRequest(redelivered: Bool) throws(TransferError) -> TransferRequest {
         TransferRequest(
             source: try TransferLocation.parse(source), destination: try TransferLocation.parse(destination),
-            expectedSHA256: expectedSHA256)
+            expectedSHA256: expectedSHA256, checksDestinationFirst: !mayWriteWithoutAsking(redelivered: redelivered))
     }
 }

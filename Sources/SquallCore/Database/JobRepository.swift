@@ -115,7 +115,8 @@ public final class JobRepository: Sendable {
             messages.append(
                 JobMessage(
                     jobID: id, batchID: batchID, attempt: attempt, source: source, destination: destination,
-                    priority: priority, expectedSHA256: rows[row, 6], enqueuedAt: now))
+                    priority: priority, expectedSHA256: rows[row, 6], enqueuedAt: now,
+                    freshDestination: rows[row, 7] == "t"))
         }
         return messages.sorted { ($0.priority, -$0.jobID) > ($1.priority, -$1.jobID) }
     }
@@ -481,7 +482,10 @@ extension JobRepository {
                     progress_ts = 0, result_ts = 0, bytes_done = 0, node = NULL,
                     error_code = NULL, error_message = NULL, updated_at = now()
                 FROM picked WHERE j.id = picked.id
-                RETURNING j.id, j.batch_id, j.attempt, j.source, j.destination, j.priority, j.expected_sha256
+                RETURNING j.id, j.batch_id, j.attempt, j.source, j.destination, j.priority, j.expected_sha256,
+                    NOT EXISTS (
+                        SELECT 1 FROM jobs AS w WHERE w.destination = j.destination AND w.state IN ('done', 'skipped')
+                    ) AS fresh_destination
             ), logged AS (
                 INSERT INTO job_events (job_id, attempt, from_state, to_state, actor)
                 SELECT id, attempt, 'pending', 'queued', $3::text FROM claimed

@@ -147,6 +147,14 @@ public enum Migrations {
                 DROP INDEX jobs_lease;
                 CREATE INDEX jobs_in_flight ON jobs (id) WHERE state IN ('queued', 'running');
                 """),
+        Step(
+            version: 4, name: "destinations already written",
+            sql: """
+                -- A claim tells the Consumer whether any job has finished into the job's destination; if
+                -- none has, a first delivery leaves out its destination HEAD. Only finished rows are in
+                -- the index, so a claim's lookup and a settle's extra entry stay one index probe each.
+                CREATE INDEX jobs_written_destination ON jobs (destination) WHERE state IN ('done', 'skipped');
+                """),
     ]
 
     /// Applies every step not yet recorded; returns the versions this call applied.

@@ -64,7 +64,8 @@ struct Copy: Sendable {
     }
 
     func run() async throws -> TransferReport {
-        if case .s3(let bucket, let key) = request.destination,
+        let asksFirst = request.checksDestinationFirst || !options.createOnly
+        if asksFirst, case .s3(let bucket, let key) = request.destination,
             let existing = try await client.head(bucket: bucket, key: key)
         {
             // Something is there. It is the object wanted when it holds the manifest's digest; else
@@ -76,9 +77,39 @@ struct Copy: Sendable {
             if let sha = skippable(existing, info) { return skipped(existing, sha256: sha) }
             return try await copy(info: info, lead: nil)
         }
-        if request.source.isFile { return try await copy(info: try await probe(), lead: nil) }
+        if request.source.isFile {
+            let info = try await probe()
+            if !asksFirst, let report = try await skippedBeforeParts(info: info) { return report }
+            return try await copy(info: info, lead: nil)
+        }
         let (info, lead) = try await openSource()
+        if !asksFirst {
+            do {
+                if let report = try await skippedBeforeParts(info: info) {
+                    lead.cancel()
+                    return report
+                }
+            } catch {
+                lead.cancel()
+                throw error
+            }
+        }
         return try await copy(info: info, lead: lead)
+    }
+
+    /// When the destination was not asked first: an object larger than one part is asked about now,
+    /// before its upload, since only the multipart upload's completion would meet the object there.
+    /// One that fits a single PUT is not: its create-only PUT finds out (``alreadyThere``).
+    private func skippedBeforeParts(info: SourceInfo) async throws -> TransferReport? {
+        guard case .s3(let bucket, let key) = request.destination else { return nil }
+        if let size = info.size, size <= Int64(PartPlan.partSize(requested: options.partSize, objectSize: size)) {
+            return nil
+        }
+        guard let existing = try await client.head(bucket: bucket, key: key) else { return nil }
+        if let expected = request.expectedSHA256, existing.metadata["squall-sha256"] == expected {
+            return skipped(existing, sha256: expected)
+        }
+        return skippable(existing, info).map { skipped(existing, sha256: $0) }
     }
 
     /// Streams the source to the destination; `lead` is a GET from byte 0 already waiting to be read.
@@ -447,7 +478,9 @@ struct Copy: Sendable {
                     bucket: bucket, key: key, body: body, sha256: wholeDigest,
                     checksum: state.held?.checksum ?? PartChecksum(), metadata: metadata,
                     conditional: options.createOnly)
-                guard let etag else { return try await alreadyThere(client, bucket: bucket, key: key, digest: digest) }
+                guard let etag else {
+                    return try await alreadyThere(client, bucket: bucket, key: key, digest: digest, fetched: total)
+                }
                 return TransferReport(outcome: .done, bytes: total, etag: etag, sha256: digest, bytesFetched: total)
             }
             let parts = try await ledger.waitForAll()
@@ -458,7 +491,10 @@ struct Copy: Sendable {
                 bucket: bucket, key: key, uploadID: uploadID, parts: parts, conditional: options.createOnly)
             state.uploadID = nil  // completed: nothing to abort any more
             if resumable { try? await client.delete(bucket: bucket, key: ResumeRecord.key(for: key)) }
-            guard let etag else { return try await alreadyThere(client, bucket: bucket, key: key, digest: digest) }
+            guard let etag else {
+                return try await alreadyThere(
+                    client, bucket: bucket, key: key, digest: digest, fetched: total - startOffset)
+            }
             // The digest is known only now. Metadata cannot change without copying the whole object,
             // so it goes into the object's tags, which a HEAD's x-amz-tagging-count points to.
             var tags = ["squall-sha256": digest]
@@ -483,15 +519,16 @@ struct Copy: Sendable {
     }
 
     /// A create-only write found an object already there: the same bytes are a skip, others an error.
+    /// `fetched` is what this run read of the source before it found out.
     func alreadyThere(
-        _ client: S3Client, bucket: String, key: String, digest: String
+        _ client: S3Client, bucket: String, key: String, digest: String, fetched: Int64
     ) async throws(TransferError)
         -> TransferReport
     {
         if let existing = try await client.head(bucket: bucket, key: key), existing.metadata["squall-sha256"] == digest
         {
             return TransferReport(
-                outcome: .skipped, bytes: existing.size, etag: existing.etag, sha256: digest, bytesFetched: 0)
+                outcome: .skipped, bytes: existing.size, etag: existing.etag, sha256: digest, bytesFetched: fetched)
         }
         throw TransferError(
             code: "destination_exists",

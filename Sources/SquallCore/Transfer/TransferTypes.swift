@@ -7,11 +7,21 @@ public struct TransferRequest: Sendable, Equatable {
     /// Lowercase hex SHA-256 the source bytes must have (from the manifest); checked before the
     /// upload completes, and a mismatch aborts it.
     public var expectedSHA256: String?
+    /// Whether the destination is asked first (a HEAD) if it already holds the bytes. With
+    /// ``TransferOptions/createOnly`` a caller that expects the destination empty may leave it out: an
+    /// object that fits one PUT then goes at once, and only a create-only write answered 412 asks what is
+    /// there (a skip when it is the same bytes); a larger one is asked about when the source's GET has
+    /// said its length, before any part goes. Without `createOnly` the destination is always asked first.
+    public var checksDestinationFirst: Bool
 
-    public init(source: TransferLocation, destination: TransferLocation, expectedSHA256: String? = nil) {
+    public init(
+        source: TransferLocation, destination: TransferLocation, expectedSHA256: String? = nil,
+        checksDestinationFirst: Bool = true
+    ) {
         self.source = source
         self.destination = destination
         self.expectedSHA256 = expectedSHA256
+        self.checksDestinationFirst = checksDestinationFirst
     }
 }
 
