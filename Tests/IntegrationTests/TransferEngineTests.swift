@@ -67,6 +67,30 @@ struct TransferEngineTests {
         }
     }
 
+    @Test("many transfers in flight at once on one engine, each on a slow source, all end byte-exact")
+    func manyTransfersShareOneEngine() async throws {
+        try await TransferRig.with("many") { rig in
+            let engine = try rig.engine()
+            let count = 96
+            let size = 24 * 1024
+            // About a third of a second each at this rate: the requests overlap on the engine's one thread.
+            let reports = try await withThrowingTaskGroup(of: (Int, TransferReport).self) { group in
+                for index in 0..<count {
+                    let request = TransferRequest(
+                        source: rig.http(size: size, seed: 1000 + index, ["slow_bps": "65536"]),
+                        destination: rig.bucket.location("many/\(index).bin"))
+                    group.addTask { (index, try await engine.transfer(request) { _ in }) }
+                }
+                return try await group.reduce(into: [Int: TransferReport]()) { $0[$1.0] = $1.1 }
+            }
+            #expect(reports.count == count)
+            #expect(reports.values.allSatisfy { $0.outcome == .done && $0.bytes == Int64(size) })
+            for index in 0..<count {
+                try await rig.expectStored("many/\(index).bin", size: size, seed: 1000 + index)
+            }
+        }
+    }
+
     @Test("an object of exactly one part and an empty object are stored exactly")
     func edgeSizes() async throws {
         try await TransferRig.with("edges") { rig in

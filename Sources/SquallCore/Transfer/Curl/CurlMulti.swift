@@ -6,10 +6,15 @@ import Foundation
 /// cooperative pool.
 ///
 /// Callers hand requests over with ``perform(_:)`` (an `async` call bridged with a continuation);
-/// the thread adds them, runs `curl_multi_perform`, completes what finished, fires the progress
-/// tickers that are due, and sleeps in `curl_multi_poll` until a socket is ready or
-/// `curl_multi_wakeup` says a command is waiting. Cancelling the calling task removes its request
-/// at once.
+/// the thread adds them, completes what finished, fires the progress tickers that are due, and
+/// sleeps in `epoll_wait` until a socket is ready, libcurl's timer is due or an eventfd says a
+/// command is waiting. Cancelling the calling task removes its request at once.
+///
+/// libcurl is driven through its socket interface (`curl_multi_socket_action`): it says which
+/// sockets to watch (``watch(_:_:)``) and when its timer is due, and each ready socket runs only the
+/// transfers on it. `curl_multi_perform` would run every transfer on every wake, each checking its
+/// socket with a `poll` of its own: with many requests waiting on a slow endpoint, that was most of
+/// a Consumer's CPU (thousands of empty polls a second).
 ///
 /// It is also a `TaskExecutor`: a task that prefers it (the Consumer's jobs) runs its Swift code
 /// on this thread between libcurl's turns. A request that finishes then resumes its caller here,
@@ -17,6 +22,10 @@ import Foundation
 /// Consumer's context switches. Such code must not block: it shares the thread with every transfer.
 final class CurlMulti: TaskExecutor, @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
+    /// The sockets libcurl asked to watch, and `wakeFD`.
+    private let epoll: Int32
+    /// An eventfd other threads bump when they leave a command or a job.
+    private let wakeFD: Int32
     private let lock = NSLock()
     // Guarded by `lock`: commands and Swift jobs for the thread, and the thread's identity.
     private var commands: [Command] = []
@@ -25,8 +34,13 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
     private var tickers: [ObjectIdentifier: ProgressTicker] = [:]
     private var nextTick: ContinuousClock.Instant?
     private var stopping = false
-    // Owned by the thread.
+    // Owned by the thread (libcurl calls its socket and timer callbacks from the thread's calls).
     private var active: [UnsafeMutableRawPointer: CurlRequest] = [:]
+    /// When libcurl wants `curl_multi_socket_action(CURL_SOCKET_TIMEOUT)`; nil when it set no timer.
+    private var curlDeadline: ContinuousClock.Instant?
+    /// What `epoll_wait` filled in: ready descriptors and libcurl's `CURL_CSELECT_*` bits for each.
+    private var readyFDs = [Int32](repeating: 0, count: 64)
+    private var readyBits = [Int32](repeating: 0, count: 64)
 
     private enum Command {
         case add(CurlRequest)
@@ -41,8 +55,19 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
     init(name: String = "squall.curl") {
         _ = Self.globalInit
         multi = curl_multi_init()
+        epoll = squall_epoll_create()
+        wakeFD = squall_eventfd_create()
+        guard epoll >= 0, wakeFD >= 0, squall_epoll_add_reader(epoll, wakeFD) == 0 else {
+            fatalError("cannot create the libcurl thread's epoll set: errno \(errno)")
+        }
         // Connections to the same S3 endpoint are reused across requests and transfers.
         _ = squall_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, 64)
+        // The engine lives as long as its process, and the thread holds it: the callbacks' pointer stays valid.
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        _ = squall_multi_setopt_socket_function(multi, Self.socketCallback)
+        _ = squall_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
+        _ = squall_multi_setopt_timer_function(multi, Self.timerCallback)
+        _ = squall_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
         let thread = Thread { [self] in self.loop() }
         thread.name = name
         thread.start()
@@ -78,7 +103,7 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
     /// Ends the thread once the requests in flight are done (the engine lives as long as its process).
     func shutdown() {
         lock.withLock { stopping = true }
-        curl_multi_wakeup(multi)
+        squall_eventfd_signal(wakeFD)
     }
 
     private func submit(_ command: Command) {
@@ -86,7 +111,7 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
             commands.append(command)
             return isLoopThread
         }
-        if !onLoop { curl_multi_wakeup(multi) }
+        if !onLoop { squall_eventfd_signal(wakeFD) }
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {
@@ -95,7 +120,7 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
             jobs.append(job)
             return isLoopThread
         }
-        if !onLoop { curl_multi_wakeup(multi) }
+        if !onLoop { squall_eventfd_signal(wakeFD) }
     }
 
     /// Fires `ticker` from this thread when it is due, until ``unschedule(_:)``.
@@ -105,15 +130,15 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
             nextTick = min(nextTick ?? ticker.due, ticker.due)
             return isLoopThread
         }
-        if !onLoop { curl_multi_wakeup(multi) }
+        if !onLoop { squall_eventfd_signal(wakeFD) }
     }
 
     func unschedule(_ ticker: ProgressTicker) {
         lock.withLock { _ = tickers.removeValue(forKey: ObjectIdentifier(ticker)) }
     }
 
-    /// Fires the tickers that are due; returns how long the thread may sleep before the next one.
-    private func fireTickers() -> Int32 {
+    /// Fires the tickers that are due; returns when the next one is.
+    private func fireTickers() -> ContinuousClock.Instant? {
         let now = ContinuousClock.now
         // Nothing due: one look under the lock. Past the earliest due time: fire what is due and
         // work the next one out again (the ticker that set it may be gone).
@@ -129,11 +154,7 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
                 return nextTick
             }
         }
-        guard let next else { return 1000 }
-        let wait = next - now
-        if wait <= .zero { return 0 }
-        return Int32(
-            min(1000, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000 + 1))
+        return next
     }
 
     /// Called with `lock` held.
@@ -166,14 +187,74 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
             }
             for command in pending { apply(command) }
             if stop && active.isEmpty && !ranJobs { break }
-            var running: Int32 = 0
-            _ = curl_multi_perform(multi, &running)
+            if let deadline = curlDeadline, deadline <= .now {
+                curlDeadline = nil  // the call may set the next one
+                act(on: squall_socket_timeout, bits: 0)
+            }
             collectFinished()
-            let timeout = fireTickers()
+            let nextTick = fireTickers()
             let waiting = lock.withLock { !jobs.isEmpty || !commands.isEmpty }
-            if !waiting { _ = curl_multi_poll(multi, nil, 0, timeout, nil) }
+            wait(
+                milliseconds: waiting ? 0 : Self.milliseconds(until: [nextTick, curlDeadline].compactMap { $0 }.min()))
         }
         curl_multi_cleanup(multi)
+        close(epoll)
+        close(wakeFD)
+    }
+
+    /// Sleeps until a watched socket is ready, `wakeFD` is bumped or `milliseconds` pass, and lets
+    /// libcurl act on each ready socket.
+    private func wait(milliseconds: Int32) {
+        let count = squall_epoll_wait(epoll, &readyFDs, &readyBits, Int32(readyFDs.count), milliseconds)
+        for index in 0..<max(0, Int(count)) {
+            if readyFDs[index] == wakeFD {
+                squall_eventfd_drain(wakeFD)
+            } else {
+                act(on: readyFDs[index], bits: readyBits[index])
+            }
+        }
+        collectFinished()
+    }
+
+    private func act(on socket: curl_socket_t, bits: Int32) {
+        var running: Int32 = 0
+        _ = curl_multi_socket_action(multi, socket, bits, &running)
+    }
+
+    /// How long the thread may sleep before `deadline`, in milliseconds (rounded up, at most a second).
+    private static func milliseconds(until deadline: ContinuousClock.Instant?) -> Int32 {
+        guard let deadline else { return 1000 }
+        let wait = deadline - .now
+        if wait <= .zero { return 0 }
+        return Int32(
+            min(1000, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000 + 1))
+    }
+
+    // MARK: libcurl's callbacks (on the thread, from within its calls)
+
+    /// libcurl says which events of `socket` to wait for (`CURL_POLL_IN`, `_OUT`, `_INOUT`), or to stop
+    /// (`_REMOVE`). `known`: the socket is in the epoll set already (libcurl keeps the mark assigned
+    /// below until it removes the socket).
+    private func watch(_ socket: curl_socket_t, _ what: Int32, known: Bool) {
+        if squall_epoll_watch(epoll, socket, what, known ? 1 : 0) != 0 {
+            // Not watched, its transfer would wait forever: libcurl's timer comes back to it soon.
+            curlDeadline = .now + .milliseconds(10)
+        } else if !known && what != CURL_POLL_REMOVE {
+            _ = curl_multi_assign(multi, socket, UnsafeMutableRawPointer(bitPattern: 1))
+        }
+    }
+
+    private static let socketCallback: curl_socket_callback = { _, socket, what, context, mark in
+        guard let context else { return 0 }
+        Unmanaged<CurlMulti>.fromOpaque(context).takeUnretainedValue().watch(socket, what, known: mark != nil)
+        return 0
+    }
+
+    private static let timerCallback: curl_multi_timer_callback = { _, milliseconds, context in
+        guard let context else { return 0 }
+        let multi = Unmanaged<CurlMulti>.fromOpaque(context).takeUnretainedValue()
+        multi.curlDeadline = milliseconds < 0 ? nil : .now + .milliseconds(milliseconds)
+        return 0
     }
 
     private func apply(_ command: Command) {
