@@ -170,7 +170,7 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
         while true {
             // Swift jobs first, until none is left (a job's awaits enqueue the next ones) or for a
             // bounded number of rounds (libcurl's sockets wait meanwhile), then the commands they
-            // and other threads left, then one turn of libcurl.
+            // and other threads left, then libcurl's timer if it is due, then the sockets.
             var ranJobs = false
             for _ in 0..<64 {
                 let ready = lock.withLock { () -> [UnownedJob] in
@@ -194,8 +194,8 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
             collectFinished()
             let nextTick = fireTickers()
             let waiting = lock.withLock { !jobs.isEmpty || !commands.isEmpty }
-            wait(
-                milliseconds: waiting ? 0 : Self.milliseconds(until: [nextTick, curlDeadline].compactMap { $0 }.min()))
+            let wakeAt = nextTick.map { tick in curlDeadline.map { min($0, tick) } ?? tick } ?? curlDeadline
+            wait(milliseconds: waiting ? 0 : Self.milliseconds(until: wakeAt))
         }
         curl_multi_cleanup(multi)
         close(epoll)
