@@ -535,13 +535,9 @@ struct TransferEngineIntegrityTests {
     @Test("not asked first, an empty destination costs one create-only PUT and no HEAD")
     func freshDestinationWithoutHead() async throws {
         try await TransferRig.with("nohead", proxy: true) { rig in
-            var options = TransferRig.options
-            options.createOnly = true
             let size = 300 * 1024
-            let request = TransferRequest(
-                source: rig.http(size: size, seed: 35), destination: rig.bucket.location("fresh.bin"),
-                checksDestinationFirst: false)
-            let report = try await rig.run(request, options: options).result.get()
+            let request = rig.unasked(rig.http(size: size, seed: 35), to: "fresh.bin")
+            let report = try await rig.run(request, options: TransferRig.createOnlyOptions).result.get()
             #expect(report.outcome == .done)
             let log = try await rig.proxyLog("fresh.bin")
             #expect(log.map(\.method) == ["PUT"])
@@ -550,8 +546,7 @@ struct TransferEngineIntegrityTests {
 
             // Without create-only writes nothing would stop an overwrite: the destination is asked first.
             try await rig.proxy?.reset()
-            options.createOnly = false
-            let again = try await rig.run(request, options: options).result.get()
+            let again = try await rig.run(request).result.get()
             #expect(again.outcome == .skipped)
             #expect(try await rig.proxyLog("fresh.bin").map(\.method) == ["HEAD"])
         }
@@ -560,17 +555,14 @@ struct TransferEngineIntegrityTests {
     @Test("not asked first, a small object already there is met by the PUT's 412 and skipped when the same")
     func presentSmallObjectMetByConditionalPut() async throws {
         try await TransferRig.with("nohead412", proxy: true) { rig in
-            var options = TransferRig.options
-            options.createOnly = true
             let size = 64 * 1024
             let first = try await rig.copy(rig.http(size: size, seed: 36), to: "small.bin").report
             try await rig.proxy?.reset()
-            try await rig.bucket.put("other.bin", Data(repeating: 0x33, count: size))
+            let other = Data(repeating: 0x33, count: size)
+            try await rig.bucket.put("other.bin", other)
 
             let same = try await rig.run(
-                TransferRequest(
-                    source: rig.http(size: size, seed: 36), destination: rig.bucket.location("small.bin"),
-                    checksDestinationFirst: false), options: options
+                rig.unasked(rig.http(size: size, seed: 36), to: "small.bin"), options: TransferRig.createOnlyOptions
             ).result.get()
             #expect(same.outcome == .skipped)
             #expect(same.sha256 == first.sha256)
@@ -581,34 +573,26 @@ struct TransferEngineIntegrityTests {
             try await rig.expectStored("small.bin", size: size, seed: 36)
 
             let (result, _) = try await rig.run(
-                TransferRequest(
-                    source: rig.http(size: size, seed: 37), destination: rig.bucket.location("other.bin"),
-                    checksDestinationFirst: false), options: options)
+                rig.unasked(rig.http(size: size, seed: 37), to: "other.bin"), options: TransferRig.createOnlyOptions)
             guard case .failure(let error) = result else {
                 Issue.record("other bytes were written over: \(result)")
                 return
             }
             #expect(error.code == "destination_exists")
-            #expect(
-                try await rig.bucket.readBack("other.bin")?.sha256
-                    == LocalFile.sha256(Data(repeating: 0x33, count: size)))
+            #expect(try await rig.bucket.readBack("other.bin")?.sha256 == LocalFile.sha256(other))
         }
     }
 
     @Test("not asked first, an object larger than one part is asked about before any part goes")
     func presentLargeObjectAskedBeforeParts() async throws {
         try await TransferRig.with("noheadlarge", proxy: true) { rig in
-            var options = TransferRig.options
-            options.createOnly = true
             let size = 11 * MiB
             _ = try await rig.copy(rig.http(size: size, seed: 38), to: "large.bin")
             try await rig.source.reset()
             try await rig.proxy?.reset()
 
             let second = try await rig.run(
-                TransferRequest(
-                    source: rig.http(size: size, seed: 38), destination: rig.bucket.location("large.bin"),
-                    checksDestinationFirst: false), options: options
+                rig.unasked(rig.http(size: size, seed: 38), to: "large.bin"), options: TransferRig.createOnlyOptions
             ).result.get()
             #expect(second.outcome == .skipped)
             let log = try await rig.proxyLog("large.bin")
@@ -638,9 +622,8 @@ struct TransferEngineIntegrityTests {
             let size = 2 * MiB
             let existing = Data(repeating: 0x42, count: size)
             try await rig.bucket.put("kept.bin", existing)
-            var options = TransferRig.options
-            options.createOnly = true
-            _ = try await rig.failure(rig.http(size: size, seed: 34), to: "kept.bin", options: options)
+            _ = try await rig.failure(
+                rig.http(size: size, seed: 34), to: "kept.bin", options: TransferRig.createOnlyOptions)
             let stored = try await rig.bucket.readBack("kept.bin")
             #expect(stored?.sha256 == LocalFile.sha256(existing))
         }

@@ -44,6 +44,18 @@ struct TransferRig: Sendable {
     }
 
     /// An engine writing to the emulator, through the fault proxy when the rig has one.
+    /// The rig's options with create-only writes, as the Consumer's.
+    static var createOnlyOptions: TransferOptions {
+        var options = TransferRig.options
+        options.createOnly = true
+        return options
+    }
+
+    /// A request into `key` that leaves the destination HEAD out (``TransferRequest/checksDestinationFirst``).
+    func unasked(_ source: TransferLocation, to key: String) -> TransferRequest {
+        TransferRequest(source: source, destination: bucket.location(key), checksDestinationFirst: false)
+    }
+
     func engine(_ options: TransferOptions = TransferRig.options) throws -> TransferEngine {
         var logger = Logger(label: "test.transfer")
         logger.logLevel = .debug
