@@ -106,9 +106,6 @@ struct Copy: Sendable {
             return nil
         }
         guard let existing = try await client.head(bucket: bucket, key: key) else { return nil }
-        if let expected = request.expectedSHA256, existing.metadata["squall-sha256"] == expected {
-            return skipped(existing, sha256: expected)
-        }
         return skippable(existing, info).map { skipped(existing, sha256: $0) }
     }
 
