@@ -174,7 +174,7 @@ public final class ConsumerService: Service, Sendable {
     private func runJob(_ key: JobBook.Key) async {
         let started = await book.handle(key, .started(at: .now))
         await perform(started, for: key, removingWhenFinal: false)
-        guard await book.isRunning(key), let job = await book.job(key), let delivery = await book.delivery(key) else {
+        guard await book.isRunning(key), let (job, delivery) = await book.held(key) else {
             await forgetIfFinal(key)
             return
         }
@@ -293,7 +293,7 @@ public final class ConsumerService: Service, Sendable {
     private func settle(
         _ key: JobBook.Key, _ what: String, _ operation: (Delivery) async throws(BrokerError) -> Void
     ) async {
-        guard let delivery = await book.delivery(key), let job = await book.job(key) else { return }
+        guard let (job, delivery) = await book.held(key) else { return }
         do {
             try await operation(delivery)
         } catch {

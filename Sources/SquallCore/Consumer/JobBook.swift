@@ -45,7 +45,10 @@ actor JobBook {
     var jobIDs: [Int64] { entries.values.map(\.job.jobID).sorted() }
 
     func job(_ key: Key) -> JobMessage? { entries[key]?.job }
-    func delivery(_ key: Key) -> Delivery? { entries[key]?.delivery }
+    /// The job and the delivery that brought it, in one visit to the actor.
+    func held(_ key: Key) -> (job: JobMessage, delivery: Delivery)? {
+        entries[key].map { ($0.job, $0.delivery) }
+    }
 
     /// Takes a new delivery; when a remembered cancel covers it, it is cancelled before it starts.
     func receive(_ job: JobMessage, delivery: Delivery, at now: ContinuousClock.Instant) -> (Key, [JobLifecycle.Action])

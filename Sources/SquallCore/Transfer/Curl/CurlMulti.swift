@@ -11,7 +11,7 @@ import Foundation
 /// command is waiting. Cancelling the calling task removes its request at once.
 ///
 /// libcurl is driven through its socket interface (`curl_multi_socket_action`): it says which
-/// sockets to watch (``watch(_:_:)``) and when its timer is due, and each ready socket runs only the
+/// sockets to watch (``watch(_:_:known:)``) and when its timer is due, and each ready socket runs only the
 /// transfers on it. `curl_multi_perform` would run every transfer on every wake, each checking its
 /// socket with a `poll` of its own: with many requests waiting on a slow endpoint, that was most of
 /// a Consumer's CPU (thousands of empty polls a second).
