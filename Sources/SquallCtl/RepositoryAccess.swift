@@ -35,6 +35,7 @@ enum RepositoryAccess {
             await repository.close()
             throw exit
         } catch {
+            let hint = await schemaHint(for: error, repository)
             await repository.close()
             let status: Int32
             switch error {
@@ -43,8 +44,20 @@ enum RepositoryAccess {
             default: status = 1
             }
             printError("squallctl \(command): \(error)")
+            if let hint { printError("squallctl \(command): \(hint)") }
             throw ExitCode(status)
         }
+    }
+
+    /// What to do when `error` names a table or column the database lacks because its schema is
+    /// older than this squallctl: nil when the error is another, or the schema is current.
+    private static func schemaHint(for error: any Error, _ repository: JobRepository) async -> String? {
+        guard let error = error as? PostgresError, error.isMissingSchemaObject,
+            let version = try? await repository.schemaVersion(), version < Migrations.latestVersion
+        else { return nil }
+        return version == 0
+            ? "the database has no Squall schema yet: run `squallctl migrate` first"
+            : "the database schema is at version \(version), this squallctl needs \(Migrations.latestVersion): run `squallctl migrate` first"
     }
 
     static func printError(_ text: String) {

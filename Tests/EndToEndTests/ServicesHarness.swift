@@ -6,10 +6,11 @@ import Testing
 
 @testable import SquallTestSupport
 
-/// One isolated world on the shared servers for an end-to-end test: a fresh database (migrated) and
-/// a random queue prefix, the environment that points the executables at both, and an in-process
-/// repository and broker through which the test plays the parts not under test (a Consumer's
-/// packets, an operator's submit). ``tearDown()`` drops the database and deletes the queues.
+/// One isolated world on the shared servers for an end-to-end test: a fresh database (migrated,
+/// unless the test asks for an empty one) and a random queue prefix, the environment that points
+/// the executables at both, and an in-process repository and broker through which the test plays
+/// the parts not under test (a Consumer's packets, an operator's submit). ``tearDown()`` drops the
+/// database and deletes the queues.
 final class ServicesHarness: Sendable {
     let environment: [String: String]
     let repository: JobRepository
@@ -38,7 +39,7 @@ final class ServicesHarness: Sendable {
         self.amqpURL = amqpURL
     }
 
-    static func make() async throws -> ServicesHarness {
+    static func make(migrated: Bool = true) async throws -> ServicesHarness {
         let variables = ProcessInfo.processInfo.environment
         let databaseText = try #require(variables["SQUALL_DATABASE_URL"], "SQUALL_DATABASE_URL is not set")
         let amqpText = try #require(variables["SQUALL_AMQP_URL"], "SQUALL_AMQP_URL is not set")
@@ -53,7 +54,7 @@ final class ServicesHarness: Sendable {
         var logger = Logger(label: "squall.test.e2e")
         logger.logLevel = .warning
         let repository = JobRepository(url: url, actor: "test", logger: logger)
-        try await repository.migrate()
+        if migrated { try await repository.migrate() }
         let prefix = "e2e-\(UUID().uuidString.prefix(8).lowercased())."
         let topology = Topology(prefix: prefix)
         let amqpURL = try AMQPURL(parsing: amqpText)
@@ -70,8 +71,8 @@ final class ServicesHarness: Sendable {
     }
 
     /// Runs `body` with a fresh harness and always tears it down, whatever `body` throws.
-    static func with(_ body: (ServicesHarness) async throws -> Void) async throws {
-        let harness = try await make()
+    static func with(migrated: Bool = true, _ body: (ServicesHarness) async throws -> Void) async throws {
+        let harness = try await make(migrated: migrated)
         do {
             try await body(harness)
         } catch {

@@ -35,6 +35,28 @@ struct SquallCtlRepositoryTests {
         return path
     }
 
+    @Test("on a database never migrated, submit and status fail naming `squallctl migrate`, and then work after it")
+    func unmigratedDatabaseNamesTheFix() async throws {
+        try await withDatabase { environment in
+            let squallctl = try BuiltExecutable("squallctl")
+            let path = try write("source,destination\nhttps://example.com/1,s3://good-bucket/1\n")
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            for arguments in [["status"], ["submit", "--batch", "early", path]] {
+                let run = try squallctl.run(arguments, environment: environment)
+                #expect(run.status == 1, "\(arguments): \(run.output)")
+                #expect(
+                    run.output.contains(
+                        "squallctl \(arguments[0]): the database has no Squall schema yet: run `squallctl migrate` first"
+                    ),
+                    "\(run.output)")
+            }
+            #expect(try squallctl.run(["migrate"], environment: environment).status == 0)
+            let submit = try squallctl.run(["submit", "--batch", "early", path], environment: environment)
+            #expect(submit.status == 0, "\(submit.output)")
+            #expect(!submit.output.contains("squallctl migrate"))
+        }
+    }
+
     @Test("a manifest whose line 4 has s3://Bad_Bucket/x is refused naming line 4, and status shows no job of it")
     func badManifest() async throws {
         try await withDatabase { environment in

@@ -30,6 +30,24 @@ struct JobRepositoryTests {
         }
     }
 
+    @Test("the schema version reads 0 on an empty database, then each migration's version as it is applied")
+    func schemaVersionFollowsMigrations() async throws {
+        try await TestDatabase.with(migrated: false) { url in
+            let repository = JobRepository(url: url, actor: "test")
+            defer { Task { await repository.close() } }
+            #expect(try await repository.schemaVersion() == 0, "no schema_migrations table yet")
+            // The same connection, once the table is there: a failed first read prepared nothing stale.
+            _ = try rawQuery(
+                url,
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO schema_migrations VALUES (1, 'first', now())"
+            )
+            #expect(try await repository.schemaVersion() == 1)
+            _ = try rawQuery(url, "DROP TABLE schema_migrations")
+            try await repository.migrate()
+            #expect(try await repository.schemaVersion() == Migrations.latestVersion)
+        }
+    }
+
     // MARK: Submit
 
     @Test("submit writes the batch and every job as pending, by COPY")

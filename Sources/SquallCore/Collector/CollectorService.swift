@@ -38,6 +38,7 @@ public struct CollectorService: Service {
     public func run() async throws {
         defer { logger.info("collector stopped") }
         guard await ServiceLoop.connect(broker, logger: logger) else { return await close() }
+        guard await ServiceLoop.awaitSchema(repository, logger: logger) else { return await close() }
         do {
             let deliveries = try await ServiceLoop.retrying("consume", logger: logger, untilShutdown: true) {
                 try await broker.consume(queue: broker.topology.results, prefetch: settings.batchSize * 2)

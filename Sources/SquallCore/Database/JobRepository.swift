@@ -37,6 +37,12 @@ public final class JobRepository: Sendable {
         try await Migrations.apply(on: connection, logger: logger)
     }
 
+    /// The schema version the database is at: 0 before the first migration. Compare it with
+    /// ``Migrations/latestVersion``, the version this build's statements are written for.
+    public func schemaVersion() async throws -> Int {
+        try await Migrations.recordedVersion(on: connection)
+    }
+
     // MARK: Submit
 
     /// Writes a batch and its jobs from a manifest, all or nothing.

@@ -184,6 +184,19 @@ public enum Migrations {
         }
     }
 
+    /// The newest version recorded in `schema_migrations`: 0 when the database has no Squall schema yet.
+    static func recordedVersion(on connection: PQConnection) async throws(PostgresError) -> Int {
+        do throws(PostgresError) {
+            let rows = try await connection.execute(newestVersion, [], idempotent: true)
+            return rows.int64(0, 0).map(Int.init) ?? 0
+        } catch {
+            guard error.sqlState == PostgresError.undefinedTable else { throw error }
+            return 0
+        }
+    }
+
+    private static let newestVersion = PQStatement(
+        name: "migrate.newest", sql: "SELECT coalesce(max(version), 0) FROM schema_migrations")
     private static let lock = PQStatement(name: "migrate.lock", sql: "SELECT pg_advisory_lock($1::bigint)")
     private static let unlock = PQStatement(name: "migrate.unlock", sql: "SELECT pg_advisory_unlock($1::bigint)")
     private static let appliedVersions = PQStatement(

@@ -28,6 +28,15 @@ public struct PostgresError: Error, Sendable, Equatable, CustomStringConvertible
         self.message = message
     }
 
+    /// Whether the statement named a table, column or function the database does not have: the
+    /// schema is older than the statement (`squallctl migrate` has not run), or it is not Squall's.
+    public var isMissingSchemaObject: Bool {
+        [Self.undefinedTable, "42703", "42883"].contains(sqlState)
+    }
+
+    /// SQLSTATE `undefined_table`.
+    static let undefinedTable = "42P01"
+
     /// Whether trying the same operation again later can succeed: a lost connection, a server
     /// shutting down, a serialization failure or a deadlock. A constraint violation cannot.
     public var isRetryable: Bool {

@@ -51,6 +51,7 @@ public final class ObserverService: Service, Sendable {
     public func run() async throws {
         defer { logger.info("observer stopped") }
         guard await ServiceLoop.connect(broker, logger: logger) else { return await close() }
+        guard await ServiceLoop.awaitSchema(repository, logger: logger) else { return await close() }
         await seedRegistry()
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in

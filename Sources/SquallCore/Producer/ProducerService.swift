@@ -72,6 +72,7 @@ public struct ProducerService: Service {
             logger.info("schema up to date", metadata: ["db.migrations_applied": "\(applied)"])
         }
         guard await ServiceLoop.connect(broker, logger: logger) else { return await close() }
+        guard await ServiceLoop.awaitSchema(repository, logger: logger) else { return await close() }
         logger.info(
             "producing",
             metadata: [

@@ -108,6 +108,50 @@ public enum ServiceLoop {
         return connected && !Task.isShuttingDownGracefully
     }
 
+    /// Waits until the database schema is at least the version this build's statements are written
+    /// for (``Migrations/latestVersion``). Returns false when graceful shutdown began first.
+    ///
+    /// A service that went ahead on an older schema would fail every statement that names what a
+    /// later migration adds: a Collector would hand each batch of results back to the queue until
+    /// the delivery limit dead-letters it. So the service waits, not ready, and says what to run.
+    /// A newer schema (a later release migrated first) is fine: this build's statements still hold.
+    public static func awaitSchema(
+        _ repository: JobRepository, logger: Logger, recheck: Duration = .seconds(5)
+    ) async -> Bool {
+        let needed = Migrations.latestVersion
+        var checks = 0
+        while true {
+            let version: Int
+            do {
+                version = try await retrying("schema version", logger: logger, untilShutdown: true) {
+                    try await repository.schemaVersion()
+                }
+            } catch {
+                if !(error is CancellationError) {
+                    logger.error("cannot read the schema version", metadata: ["error": "\(error)"])
+                }
+                return false
+            }
+            if version >= needed {
+                if checks > 0 || version > needed {
+                    logger.info(
+                        version > needed
+                            ? "database schema is newer than this build; carrying on" : "database schema is up to date",
+                        metadata: ["db.schema_version": "\(version)", "db.schema_needed": "\(needed)"])
+                }
+                return true
+            }
+            // Said at once, then once a minute: the fix is an operator's, not a retry's.
+            if checks % max(1, Int(Duration.seconds(60) / recheck)) == 0 {
+                logger.warning(
+                    "database schema is older than this build; waiting for `squallctl migrate` (or a Producer started with --migrate)",
+                    metadata: ["db.schema_version": "\(version)", "db.schema_needed": "\(needed)"])
+            }
+            checks += 1
+            guard await pause(recheck) else { return false }
+        }
+    }
+
     /// Runs `body` over `deliveries` until they end or graceful shutdown begins.
     ///
     /// At shutdown the sequence `body` reads simply ends: the broker consumer stays open until

@@ -39,13 +39,17 @@ extension ServiceLauncher {
             logger: logger)
     }
 
-    /// Registers "broker connected" and, when given, "database connected" on `readiness`.
+    /// Registers "broker connected" and, when given, "database connected" and "database schema
+    /// current" (at least ``Migrations/latestVersion``) on `readiness`.
     public static func registerReadiness(
         _ readiness: ReadinessChecks, broker: Broker, repository: JobRepository?
     ) {
         readiness.register("broker connected") { broker.isReady }
         if let repository {
             readiness.register("database connected") { await repository.isReachable() }
+            readiness.register("database schema current") {
+                (try? await repository.schemaVersion()).map { $0 >= Migrations.latestVersion } ?? false
+            }
         }
     }
 }
