@@ -58,6 +58,33 @@ struct SchemaGateEndToEndTests {
         }
     }
 
+    @Test(
+        "an Observer on an unmigrated database leaves heartbeats in the queue until the migration, then registers the node"
+    )
+    func observerWaitsForTheSchema() async throws {
+        try await ServicesHarness.with(migrated: false) { harness in
+            let observer = try await harness.start("squall-observer", ["--heartbeat-period", "1"])
+            _ = try await observer.waitForOutput(containing: Self.waiting, timeout: .seconds(15))
+            let now = Timestamp.now()
+            try await harness.publish(
+                [
+                    Heartbeat(
+                        node: "node-early", role: .consumer, host: "host-a", startedAt: now, timestamp: now,
+                        currentJobs: [], bytesMoved: 0)
+                ], to: harness.topology.progress)
+            try await Task.sleep(for: .seconds(2))
+            #expect(try await harness.broker.queueDepth(harness.topology.progress) == 1, "the heartbeat was taken")
+            #expect(try await harness.broker.queueDepth(harness.topology.deadLetters) == 0)
+
+            try await harness.repository.migrate()
+            try await harness.eventually("the early node registered", showing: observer) {
+                try await harness.repository.nodes().map(\.name).contains("node-early")
+            }
+            #expect(try await harness.broker.queueDepth(harness.topology.deadLetters) == 0)
+            try await harness.stop(observer)
+        }
+    }
+
     @Test("a Producer without --migrate on an unmigrated database publishes nothing until the schema is there")
     func producerWaitsForTheSchema() async throws {
         try await ServicesHarness.with(migrated: false) { harness in
