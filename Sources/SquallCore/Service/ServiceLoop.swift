@@ -119,35 +119,41 @@ public enum ServiceLoop {
         _ repository: JobRepository, logger: Logger, recheck: Duration = .seconds(5)
     ) async -> Bool {
         let needed = Migrations.latestVersion
+        // Said at once, then once a minute: the fix is an operator's, not a retry's.
+        let checksPerMinute = max(1, Int(Duration.seconds(60) / recheck))
         var checks = 0
         while true {
+            defer { checks += 1 }
             let version: Int
             do {
                 version = try await retrying("schema version", logger: logger, untilShutdown: true) {
                     try await repository.schemaVersion()
                 }
-            } catch {
-                if !(error is CancellationError) {
-                    logger.error("cannot read the schema version", metadata: ["error": "\(error)"])
-                }
+            } catch is CancellationError {
                 return false
-            }
-            if version >= needed {
-                if checks > 0 || version > needed {
-                    logger.info(
-                        version > needed
-                            ? "database schema is newer than this build; carrying on" : "database schema is up to date",
-                        metadata: ["db.schema_version": "\(version)", "db.schema_needed": "\(needed)"])
+            } catch {
+                // Not a lost connection (no permission on the table, a database that is not Squall's):
+                // waiting unready, and saying why, serves better than exiting to be restarted into it.
+                if checks % checksPerMinute == 0 {
+                    logger.warning("cannot read the database schema version; waiting", metadata: ["error": "\(error)"])
                 }
+                guard await pause(recheck) else { return false }
+                continue
+            }
+            let versions: Logger.Metadata = ["db.schema_version": "\(version)", "db.schema_needed": "\(needed)"]
+            if version > needed {
+                logger.info("database schema is newer than this build; carrying on", metadata: versions)
                 return true
             }
-            // Said at once, then once a minute: the fix is an operator's, not a retry's.
-            if checks % max(1, Int(Duration.seconds(60) / recheck)) == 0 {
+            if version == needed {
+                if checks > 0 { logger.info("database schema is up to date", metadata: versions) }
+                return true
+            }
+            if checks % checksPerMinute == 0 {
                 logger.warning(
                     "database schema is older than this build; waiting for `squallctl migrate` (or a Producer started with --migrate)",
-                    metadata: ["db.schema_version": "\(version)", "db.schema_needed": "\(needed)"])
+                    metadata: versions)
             }
-            checks += 1
             guard await pause(recheck) else { return false }
         }
     }
