@@ -50,11 +50,19 @@ enum RepositoryAccess {
     }
 
     /// What to do when `error` names a table or column the database lacks because its schema is
-    /// older than this squallctl: nil when the error is another, or the schema is current.
+    /// older than this squallctl, or is not Squall's: nil when the error is another, or the schema
+    /// is current.
     private static func schemaHint(for error: any Error, _ repository: JobRepository) async -> String? {
-        guard let error = error as? PostgresError, error.isMissingSchemaObject,
-            let version = try? await repository.schemaVersion(), version < Migrations.latestVersion
-        else { return nil }
+        guard let error = error as? PostgresError, error.isMissingSchemaObject else { return nil }
+        let version: Int
+        do {
+            version = try await repository.schemaVersion()
+        } catch {
+            // Another tool's schema_migrations: the version check says whose table it is not.
+            guard let error = error as? PostgresError, error.kind == .unexpectedResult else { return nil }
+            return error.message
+        }
+        guard version < Migrations.latestVersion else { return nil }
         return version == 0
             ? "the database has no Squall schema yet: run `squallctl migrate` first"
             : "the database schema is at version \(version), this squallctl needs \(Migrations.latestVersion): run `squallctl migrate` first"

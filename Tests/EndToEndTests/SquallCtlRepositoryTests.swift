@@ -57,6 +57,42 @@ struct SquallCtlRepositoryTests {
         }
     }
 
+    @Test("on a database holding another tool's schema_migrations, migrate and status say it is not Squall's")
+    func foreignBookkeepingNamed() async throws {
+        try await withDatabase { environment in
+            try psql(
+                "CREATE TABLE schema_migrations (version character varying PRIMARY KEY)",
+                url: try DatabaseURL(parsing: try #require(environment["SQUALL_DATABASE_URL"])))
+            let squallctl = try BuiltExecutable("squallctl")
+            for command in ["migrate", "status"] {
+                let run = try squallctl.run([command], environment: environment)
+                #expect(run.status == 1, "\(command): \(run.output)")
+                #expect(
+                    run.output.contains(
+                        "the database already has a schema_migrations table that is not Squall's (columns: version character varying)"
+                    ), "\(command): \(run.output)")
+                #expect(!run.output.contains("run `squallctl migrate` first"), "\(command): \(run.output)")
+            }
+        }
+    }
+
+    /// Runs one statement with psql, its password passed in the environment, not the command line.
+    func psql(_ sql: String, url: DatabaseURL) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        var environment = ProcessInfo.processInfo.environment
+        environment["PGHOST"] = url.host
+        environment["PGPORT"] = "\(url.port)"
+        environment["PGUSER"] = url.user
+        environment["PGPASSWORD"] = url.password?.revealed
+        environment["PGDATABASE"] = url.database
+        process.environment = environment
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "psql failed for: \(sql)")
+    }
+
     @Test("a manifest whose line 4 has s3://Bad_Bucket/x is refused naming line 4, and status shows no job of it")
     func badManifest() async throws {
         try await withDatabase { environment in

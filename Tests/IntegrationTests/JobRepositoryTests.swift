@@ -48,6 +48,37 @@ struct JobRepositoryTests {
         }
     }
 
+    @Test(
+        "another tool's schema_migrations is refused by name, by migrate and the schema version alike, and nothing is written",
+        arguments: [
+            "CREATE TABLE schema_migrations (version character varying PRIMARY KEY); INSERT INTO schema_migrations VALUES ('20240101000000')",
+            "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (20240101, false)",
+        ])
+    func foreignBookkeepingRefused(foreignTable: String) async throws {
+        try await TestDatabase.with(migrated: false) { url in
+            _ = try rawQuery(url, foreignTable)
+            let repository = JobRepository(url: url, actor: "test")
+            defer { Task { await repository.close() } }
+            for attempt in ["migrate", "schemaVersion"] {
+                do {
+                    if attempt == "migrate" {
+                        try await repository.migrate()
+                    } else {
+                        _ = try await repository.schemaVersion()
+                    }
+                    Issue.record("\(attempt) took another tool's schema_migrations for Squall's")
+                } catch let error as PostgresError {
+                    #expect(error.kind == .unexpectedResult, "\(attempt): \(error)")
+                    #expect(
+                        error.message.contains("a schema_migrations table that is not Squall's (columns: version "),
+                        "\(attempt): \(error)")
+                }
+            }
+            #expect(try rawValue(url, "SELECT to_regclass('jobs') IS NULL") == "t", "migrate went on into the database")
+            #expect(try rawValue(url, "SELECT count(*) FROM schema_migrations") == "1")
+        }
+    }
+
     // MARK: Submit
 
     @Test("submit writes the batch and every job as pending, by COPY")

@@ -59,6 +59,24 @@ struct SchemaGateTests {
             #expect(await waiter.value == false, "the wait passed a schema one version behind")
         }
     }
+
+    @Test("another tool's schema_migrations, whose versions would read as far newer, keeps the wait going")
+    func foreignBookkeepingWaits() async throws {
+        try await TestDatabase.with(migrated: false) { url in
+            _ = try rawQuery(
+                url,
+                "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (20240101, false)"
+            )
+            let repository = JobRepository(url: url, actor: "test")
+            defer { Task { await repository.close() } }
+            let waiter = Task {
+                await ServiceLoop.awaitSchema(repository, logger: Logger(label: "test"), recheck: .milliseconds(50))
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            waiter.cancel()
+            #expect(await waiter.value == false, "the wait passed a database whose schema_migrations is not Squall's")
+        }
+    }
 }
 
 /// A flag one task raises and another reads.

@@ -165,6 +165,8 @@ public enum Migrations {
             try await connection.script(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
                 statement: "migrate.bookkeeping")
+            // The table may be another tool's, which CREATE TABLE IF NOT EXISTS leaves as it was.
+            _ = try await hasSquallBookkeeping(on: connection)
             let rows = try await connection.execute(appliedVersions, [], idempotent: true)
             let applied = Set((0..<rows.rowCount).compactMap { Int(rows[$0, 0] ?? "") })
             var newlyApplied: [Int] = []
@@ -185,8 +187,11 @@ public enum Migrations {
     }
 
     /// The newest version recorded in `schema_migrations`: 0 when the database has no Squall schema yet.
+    /// Throws when the database holds another tool's `schema_migrations` (Rails, golang-migrate and
+    /// others use that name), rather than reading its versions as Squall's.
     static func recordedVersion(on connection: PQConnection) async throws(PostgresError) -> Int {
         do throws(PostgresError) {
+            guard try await hasSquallBookkeeping(on: connection) else { return 0 }
             let rows = try await connection.execute(newestVersion, [], idempotent: true)
             return rows.int64(0, 0).map(Int.init) ?? 0
         } catch {
@@ -195,6 +200,31 @@ public enum Migrations {
         }
     }
 
+    /// Whether `schema_migrations`, found as every statement here finds it (through the
+    /// search_path), exists: false when it does not, and an error when it exists with columns other
+    /// than Squall's. Another tool's table would otherwise pass for Squall's: golang-migrate's
+    /// `version bigint` reads as a schema far newer than this build, Rails' text versions as
+    /// migrations applied, and a service would go on into a database without Squall's tables.
+    private static func hasSquallBookkeeping(on connection: PQConnection) async throws(PostgresError) -> Bool {
+        let rows = try await connection.execute(bookkeepingColumns, [], idempotent: true)
+        guard rows.rowCount > 0 else { return false }
+        let columns = (0..<rows.rowCount).map { "\(rows[$0, 0] ?? "?") \(rows[$0, 1] ?? "?")" }
+        guard columns.contains("version integer"), columns.contains("name text") else {
+            throw PostgresError(
+                kind: .unexpectedResult, statement: "migrate.bookkeeping",
+                message:
+                    "the database already has a schema_migrations table that is not Squall's (columns: \(columns.joined(separator: ", "))), another tool's migrations perhaps; give Squall a database of its own, or a schema of its own first in the search_path"
+            )
+        }
+        return true
+    }
+
+    private static let bookkeepingColumns = PQStatement(
+        name: "migrate.bookkeeping-columns",
+        sql: """
+            SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+            WHERE attrelid = to_regclass('schema_migrations') AND attnum > 0 AND NOT attisdropped ORDER BY attnum
+            """)
     private static let newestVersion = PQStatement(
         name: "migrate.newest", sql: "SELECT coalesce(max(version), 0) FROM schema_migrations")
     private static let lock = PQStatement(name: "migrate.lock", sql: "SELECT pg_advisory_lock($1::bigint)")
