@@ -12,8 +12,11 @@ Python 3.11 standard library only.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -22,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 COPY_CHUNK = 1 << 20
 MAX_HEAD_LINE = 65536
@@ -122,6 +125,7 @@ class State:
             self.methods: dict[str, dict] = {}
             self.statuses: dict[str, int] = {}
             self.log: list[dict] = []
+            self.signature_failures: list[dict] = []
 
     def add_fault(self, spec: dict) -> Fault:
         with self.lock:
@@ -198,6 +202,7 @@ class State:
                 "response_bytes": sum(m["response_bytes"] for m in self.methods.values()),
                 "log": [dict(r) for r in self.log],
                 "faults": [f.describe() for f in self.faults],
+                "signature_failures": [dict(f) for f in self.signature_failures],
             }
 
 
@@ -359,6 +364,70 @@ def simple_response(status: int, reason: str, body: bytes, content_type: str, cl
 
 
 # ---------------------------------------------------------------------------------------------
+# SigV4 as S3 checks it (moto checks no signature). From the request as it arrived on the wire, the
+# canonical request is rebuilt the way S3 does: the path decoded once and encoded again (S3 does not
+# squash dot segments), the query's parameters decoded, encoded and sorted, the signed headers with
+# their values trimmed. A client whose own canonical form differs gets S3's answer: 403.
+
+
+def aws_encode(text: str, safe: str) -> str:
+    """URI-encodes as SigV4 does: every byte but A-Z a-z 0-9 - . _ ~ (and `safe`), in upper-case hex."""
+    return quote(text, safe=safe + "-._~")
+
+
+def canonical_request(method: str, raw_target: str, headers: list[tuple[str, str]], signed: list[str],
+                      payload: str) -> str:
+    split = urlsplit(raw_target)
+    path = aws_encode(unquote(split.path), safe="/") or "/"
+    pairs = []
+    for item in split.query.split("&") if split.query else []:
+        name, _, value = item.partition("=")
+        pairs.append((aws_encode(unquote(name), safe=""), aws_encode(unquote(value), safe="")))
+    query = "&".join(f"{name}={value}" for name, value in sorted(pairs))
+    lines = []
+    for name in signed:
+        values = [" ".join(value.split()) for key, value in headers if key == name]
+        lines.append(f"{name}:{','.join(values)}\n")
+    return "\n".join([method, path, query, "".join(lines), ";".join(signed), payload])
+
+
+def sigv4_verdict(method: str, raw_target: str, headers: list[tuple[str, str]], secret: str) -> tuple[str, str]:
+    """("ok" | "missing" | "malformed" | "unsigned-headers" | "signed-absent" | "mismatch", and the
+    canonical request S3 would sign, when it got that far). The body's hash is checked as it passes
+    (`payload-mismatch` in the statistics)."""
+    found = dict(headers)
+    authorization = found.get("authorization")
+    if not authorization:
+        return "missing", ""
+    scheme, _, rest = authorization.partition(" ")
+    fields = dict(part.strip().partition("=")[::2] for part in rest.split(","))
+    try:
+        credential = fields["Credential"].split("/")
+        access_key, date, region, service, terminator = credential
+        signed = fields["SignedHeaders"].split(";")
+        signature = fields["Signature"]
+    except (KeyError, ValueError):
+        return "malformed", ""
+    amz_date = found.get("x-amz-date", "")
+    payload = found.get("x-amz-content-sha256")
+    if (scheme != "AWS4-HMAC-SHA256" or service != "s3" or terminator != "aws4_request" or "host" not in signed
+            or not amz_date.startswith(date) or payload is None or signed != sorted(signed)):
+        return "malformed", ""
+    if any(name.startswith("x-amz-") and name not in signed for name, _ in headers):
+        return "unsigned-headers", ""  # S3: "There were headers present in the request which were not signed"
+    if any(name not in found for name in signed):
+        return "signed-absent", ""  # AWS: "'expect' is named as a SignedHeader, but it does not exist in the HTTP request"
+    canonical = canonical_request(method, raw_target, headers, signed, payload)
+    scope = f"{date}/{region}/{service}/{terminator}"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for step in (date, region, service, terminator):
+        key = hmac.new(key, step.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return ("ok" if hmac.compare_digest(expected, signature) else "mismatch"), canonical
+
+
+# ---------------------------------------------------------------------------------------------
 # The proxy connection.
 
 
@@ -366,6 +435,7 @@ class ProxyHandler(socketserver.BaseRequestHandler):
     state: State
     upstream: tuple[str, int]
     verbose: bool
+    secret: str | None
 
     def setup(self) -> None:
         self.client = self.request
@@ -474,6 +544,11 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             self.control(method, path, bytes(body), client_close)
             return not client_close
 
+        if self.secret is not None:
+            verdict, canonical = sigv4_verdict(method, target, head.headers, self.secret)
+            if verdict != "ok":
+                return self.refuse_signature(head, method, target, framing, expects_continue, client_close,
+                                             verdict, canonical)
         fault = self.state.take_fault(method, path, query)
         if fault is not None:
             self.log(f"{method} {target}: fault {fault.action}")
@@ -483,6 +558,23 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         record = self.state.begin(method, path, query, fault, amz)
         keep = self.exchange(head, method, path, framing, expects_continue, client_close, fault, record)
         return keep and not client_close
+
+    def refuse_signature(self, head: Head, method: str, target: str, framing, expects_continue: bool,
+                         client_close: bool, verdict: str, canonical: str) -> bool:
+        """Answers 403 as S3 does for a bad signature; the request is logged, never forwarded."""
+        record = self.state.begin(method, urlsplit(target).path, urlsplit(target).query, None, {})
+        with self.state.lock:
+            self.state.signature_failures.append({"method": method, "target": target, "verdict": verdict,
+                                                  "canonical_request": canonical})
+        if not expects_continue:
+            copy_body(self.reader, framing, lambda data: None)
+        code = "SignatureDoesNotMatch" if verdict == "mismatch" else "AccessDenied"
+        message = ("The request signature we calculated does not match the signature you provided."
+                   if verdict == "mismatch" else f"SigV4 authorization {verdict}")
+        body = s3_error_xml(code, message, target)
+        self.state.set_status(record, 403)
+        self.send_client(simple_response(403, "Forbidden", body, "application/xml", expects_continue or client_close))
+        return not (expects_continue or client_close)
 
     def exchange(self, head: Head, method: str, path: str, framing, expects_continue: bool, client_close: bool,
                  fault: Fault | None, record: dict) -> bool:
@@ -545,12 +637,29 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             self.state.set_status(record, 502)
             self.send_client(simple_response(502, "Bad Gateway", body, "text/plain", False))
             return True
+        # With --verify-sigv4, the body is hashed on its way and checked against the SHA-256 it was
+        # signed with, as S3 does (XAmzContentSHA256Mismatch); UNSIGNED-PAYLOAD is not checked.
+        declared = head.get("x-amz-content-sha256") or ""
+        hasher = None
+        if self.secret is not None and framing[0] in ("length", "none") and re.fullmatch("[0-9a-f]{64}", declared):
+            hasher = hashlib.sha256()
+
+        def forward(data: bytes) -> None:
+            if hasher is not None:
+                hasher.update(data)
+            self.up_sock.sendall(data)
+
         try:
-            copy_body(self.reader, framing, self.up_sock.sendall, None, count_request)
+            copy_body(self.reader, framing, forward, None, count_request)
         except (Abort, OSError):
             self.close_upstream()  # the upstream saw half a request: that connection is unusable
             raise Abort()
 
+        if hasher is not None and hasher.hexdigest() != declared:
+            with self.state.lock:
+                self.state.signature_failures.append({
+                    "method": method, "target": head.first.decode("latin-1").split()[1],
+                    "verdict": "payload-mismatch", "canonical_request": ""})
         response = self.read_upstream_response(method)
         if response is None:
             self.close_upstream()
@@ -674,6 +783,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--verbose", action="store_true", help="log faults and errors to stderr")
+    parser.add_argument("--verify-sigv4", action="store_true",
+                        help="check every request's SigV4 signature as S3 does, with the secret key in "
+                             "$AWS_SECRET_ACCESS_KEY, and answer 403 SignatureDoesNotMatch where it fails")
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when standard input closes (the launcher's lifeline)")
     args = parser.parse_args(argv)
@@ -686,8 +798,14 @@ def main(argv: list[str] | None = None) -> None:
     upstream = urlsplit(args.upstream)
     if upstream.scheme != "http" or not upstream.hostname:
         parser.error(f"--upstream {args.upstream!r}: an http://host:port URL is needed (no TLS)")
+    secret = None
+    if args.verify_sigv4:
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not secret:
+            parser.error("--verify-sigv4 needs the secret key in $AWS_SECRET_ACCESS_KEY")
     handler = type("BoundProxyHandler", (ProxyHandler,), {
-        "state": State(), "upstream": (upstream.hostname, upstream.port or 80), "verbose": args.verbose})
+        "state": State(), "upstream": (upstream.hostname, upstream.port or 80), "verbose": args.verbose,
+        "secret": secret})
     server = Server((args.host, args.port), handler)
     print(f"listening on {server.server_address[1]}", flush=True)
     if args.exit_on_stdin_eof:

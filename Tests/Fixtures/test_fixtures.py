@@ -570,6 +570,72 @@ class FaultProxyTests(unittest.TestCase):
 
 # ---------------------------------------------------------------------------------------------
 
+import s3_fault_proxy  # noqa: E402
+
+
+class SigV4VerifierTests(unittest.TestCase):
+    """The proxy's signature check against the worked examples in AWS's S3 documentation
+    ("Signature Calculations for the Authorization Header: Transferring Payload in a Single Chunk")."""
+
+    SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+    def headers(self, signed: str, signature: str, **extra: str) -> list[tuple[str, str]]:
+        authorization = ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
+                         f"SignedHeaders={signed},Signature={signature}")
+        values = {"host": "examplebucket.s3.amazonaws.com", "x-amz-date": "20130524T000000Z",
+                  "x-amz-content-sha256": self.EMPTY, **extra}
+        return [("authorization", authorization)] + list(values.items())
+
+    def verdict(self, method: str, target: str, headers) -> str:
+        return s3_fault_proxy.sigv4_verdict(method, target, headers, self.SECRET)[0]
+
+    def test_get_object_with_range(self):
+        headers = self.headers("host;range;x-amz-content-sha256;x-amz-date",
+                               "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41", range="bytes=0-9")
+        self.assertEqual(self.verdict("GET", "/test.txt", headers), "ok")
+        self.assertEqual(self.verdict("GET", "/test.txt?x=1", headers), "mismatch")
+        self.assertEqual(self.verdict("HEAD", "/test.txt", headers), "mismatch")
+
+    def test_put_object_key_with_a_dollar_sent_either_way(self):
+        headers = self.headers(
+            "date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class",
+            "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd",
+            date="Fri, 24 May 2013 00:00:00 GMT", **{
+                "x-amz-content-sha256": "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072",
+                "x-amz-storage-class": "REDUCED_REDUNDANCY"})
+        for target in ("/test$file.text", "/test%24file.text"):
+            self.assertEqual(self.verdict("PUT", target, headers), "ok", target)
+        _, canonical = s3_fault_proxy.sigv4_verdict("PUT", "/test$file.text", headers, self.SECRET)
+        self.assertEqual(canonical.split("\n")[1], "/test%24file.text")
+
+    def test_query_without_a_value_and_sorted_parameters(self):
+        lifecycle = self.headers("host;x-amz-content-sha256;x-amz-date",
+                                 "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543")
+        self.assertEqual(self.verdict("GET", "/?lifecycle", lifecycle), "ok")
+        listing = self.headers("host;x-amz-content-sha256;x-amz-date",
+                               "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7")
+        self.assertEqual(self.verdict("GET", "/?max-keys=2&prefix=J", listing), "ok")
+        self.assertEqual(self.verdict("GET", "/?prefix=J&max-keys=2", listing), "ok", "S3 sorts the query itself")
+        self.assertEqual(self.verdict("GET", "/?max-keys=2&prefix=K", listing), "mismatch")
+
+    def test_unsigned_amz_headers_missing_and_malformed_authorization(self):
+        headers = self.headers("host;range;x-amz-content-sha256;x-amz-date",
+                               "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41", range="bytes=0-9")
+        self.assertEqual(self.verdict("GET", "/test.txt", headers + [("x-amz-meta-a", "1")]), "unsigned-headers")
+        self.assertEqual(self.verdict("GET", "/test.txt", [h for h in headers if h[0] != "range"]), "signed-absent")
+        self.assertEqual(self.verdict("GET", "/test.txt", headers[1:]), "missing")
+        self.assertEqual(self.verdict("GET", "/test.txt", [("authorization", "AWS4-HMAC-SHA256 nonsense")]
+                                      + headers[1:]), "malformed")
+
+    def test_dot_segments_are_part_of_the_key(self):
+        _, canonical = s3_fault_proxy.sigv4_verdict(
+            "GET", "/b/a/../c%20d+e", self.headers("host;x-amz-content-sha256;x-amz-date", "0" * 64), self.SECRET)
+        self.assertEqual(canonical.split("\n")[1], "/b/a/../c%20d%2Be")
+
+
+# ---------------------------------------------------------------------------------------------
+
 
 def moto_endpoint() -> str | None:
     endpoint = os.environ.get("SQUALL_S3_ENDPOINT") or "http://127.0.0.1:29000"

@@ -124,10 +124,21 @@ final class S3TestBucket: Sendable {
         _ = try? await send("DELETE", "")
     }
 
+    /// Percent-encodes every byte of `text` but ASCII letters, digits, `-._~` and `/`.
     static func escape(_ text: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~/")
+        let allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
         return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+
+    /// Every object key in the bucket, as S3 lists them.
+    func keys() async throws -> [String] {
+        let answer = try await send("GET", "?list-type=2")
+        guard answer.status == 200 else { throw FixtureError("ListObjectsV2 \(name): \(answer.status)") }
+        return XMLElements.records(in: answer.text, element: "Contents").compactMap { $0["Key"] }.map {
+            $0.replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
+                .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
+                .replacingOccurrences(of: "&amp;", with: "&")
+        }
     }
 
     // MARK: - One signed libcurl request, off Swift's cooperative pool
@@ -180,6 +191,7 @@ final class S3TestBucket: Sendable {
         defer { context.release() }
 
         squall_easy_setopt_string(handle, CURLOPT_URL, url)
+        squall_easy_setopt_long(handle, CURLOPT_PATH_AS_IS, 1)  // a key's `..` is a name, not a step up
         squall_easy_setopt_string(handle, CURLOPT_PROXY, "")
         if method == "HEAD" {
             squall_easy_setopt_long(handle, CURLOPT_NOBODY, 1)

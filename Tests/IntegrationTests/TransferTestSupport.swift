@@ -6,7 +6,7 @@ import Testing
 @testable import SquallTestSupport
 
 /// One test's world for the transfer engine: an HTTP source fixture, a fresh bucket on the emulator and,
-/// when asked, a fault proxy in front of the emulator. Torn down by ``with(proxy:_:)`` however the test ends.
+/// when asked, a fault proxy in front of the emulator that also checks every request's signature. Torn down by ``with(proxy:_:)`` however the test ends.
 struct TransferRig: Sendable {
     let source: SourceServerFixture
     let bucket: S3TestBucket
@@ -31,7 +31,10 @@ struct TransferRig: Sendable {
         var proxyFixture: S3FaultProxyFixture?
         do {
             if proxy {
-                proxyFixture = try S3FaultProxyFixture(upstream: URL(string: bucket.endpoint)!)
+                // The proxy checks every signature as S3 would: moto checks none.
+                proxyFixture = try S3FaultProxyFixture(
+                    upstream: URL(string: bucket.endpoint)!,
+                    verifyingWith: try S3TestBucket.s3Configuration().credentials?.secretAccessKey.revealed)
             }
             try await body(TransferRig(source: source, bucket: bucket, proxy: proxyFixture))
         } catch {

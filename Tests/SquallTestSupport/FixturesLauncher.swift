@@ -46,7 +46,10 @@
             .appendingPathComponent("Fixtures")
 
         /// Starts `script` with `python3` from `PATH` and waits (at most `startupTimeout`) for its port.
-        init(_ script: Script, arguments: [String] = [], startupTimeout: TimeInterval = 20) throws {
+        init(
+            _ script: Script, arguments: [String] = [], environment extra: [String: String] = [:],
+            startupTimeout: TimeInterval = 20
+        ) throws {
             self.script = script
             let scriptPath = Self.fixturesDirectory.appendingPathComponent(script.rawValue).path
             logFile = FileManager.default.temporaryDirectory
@@ -56,6 +59,9 @@
             process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             process.arguments = ["python3", "-u", scriptPath, "--port", "0", "--exit-on-stdin-eof"] + arguments
+            if !extra.isEmpty {
+                process.environment = ProcessInfo.processInfo.environment.merging(extra) { _, given in given }
+            }
             let output = Pipe()
             lifeline = Pipe()
             process.standardOutput = output
@@ -255,9 +261,14 @@
     final class S3FaultProxyFixture: Sendable {
         let process: FixtureProcess
 
-        /// Starts a proxy in front of `upstream` (moto: `http://127.0.0.1:29000`).
-        init(upstream: URL) throws {
-            process = try FixtureProcess(.s3FaultProxy, arguments: ["--upstream", upstream.absoluteString])
+        /// Starts a proxy in front of `upstream` (moto: `http://127.0.0.1:29000`). With `verifyingWith`,
+        /// the proxy checks each request's SigV4 signature as S3 does (moto checks none) and answers
+        /// 403 `SignatureDoesNotMatch` where it fails, listing it in ``ProxyStats/signatureFailures``.
+        init(upstream: URL, verifyingWith secretAccessKey: String? = nil) throws {
+            process = try FixtureProcess(
+                .s3FaultProxy,
+                arguments: ["--upstream", upstream.absoluteString] + (secretAccessKey == nil ? [] : ["--verify-sigv4"]),
+                environment: secretAccessKey.map { ["AWS_SECRET_ACCESS_KEY": $0] } ?? [:])
         }
 
         /// The endpoint to give the engine instead of the emulator's.
@@ -415,9 +426,21 @@
                 }
             }
         }
+        /// A request whose SigV4 signature failed the check (`--verify-sigv4`): what S3 would have refused.
+        struct SignatureFailure: Decodable, Sendable, CustomStringConvertible {
+            var method: String
+            /// The request target as sent: path and query, encoded.
+            var target: String
+            /// `mismatch`, `unsigned-headers`, `missing` or `malformed`.
+            var verdict: String
+            /// The canonical request S3 would have signed, to compare with the client's.
+            var canonicalRequest: String
+            var description: String { "\(method) \(target): \(verdict)\n\(canonicalRequest)" }
+        }
         var requests: Int
         var connections: Int
         var faultsFired: Int
+        var signatureFailures: [SignatureFailure]
         /// Per method: `GET`, `PUT`, `POST`, `DELETE`, `HEAD`.
         var methods: [String: Method]
         var requestBytes: Int

@@ -147,8 +147,7 @@ struct Copy: Sendable {
             guard (200..<300).contains(reply.status) else { return SourceInfo(acceptsRanges: false) }
             return SourceInfo(headers: reply.headers, alwaysRanges: false)
         case .s3(let bucket, let key):
-            var call = client.call(.head, bucket: bucket, key: key)
-            call.headers = [("x-amz-content-sha256", Self.emptySHA256)]
+            let call = client.call(.head, bucket: bucket, key: key)
             let reply = try await client.send(call, what: "HEAD s3://\(bucket)/\(key)")
             return SourceInfo(headers: reply.headers, alwaysRanges: true)
         case .file(let path):
@@ -204,8 +203,6 @@ struct Copy: Sendable {
         }
     }
 
-    static let emptySHA256 = ResumableSHA256().hexDigest()
-
     var sourcePolicy: HTTPCall.SourcePolicy {
         HTTPCall.SourcePolicy(
             addresses: AddressPolicy(allowPrivate: options.allowPrivateSources), maxRedirects: options.maxRedirects)
@@ -228,7 +225,6 @@ struct Copy: Sendable {
             applyTimeouts(&call)
         case .s3(let bucket, let key):
             call = client.call(.get, bucket: bucket, key: key)
-            call.headers = [("x-amz-content-sha256", Self.emptySHA256)]
         case .file(let path):
             call = HTTPCall(method: .get, url: "file://" + S3Client.encode(path, keeping: "/"))
             call.allowsFile = true

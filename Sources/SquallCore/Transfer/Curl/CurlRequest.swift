@@ -57,6 +57,7 @@ final class CurlRequest: @unchecked Sendable {
         }
 
         string(CURLOPT_URL, request.url, "URL")
+        long(CURLOPT_PATH_AS_IS, request.sendsPathAsIs ? 1 : 0, "path as is")
         check(squall_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBufferPointer), "error buffer")
         long(CURLOPT_NOSIGNAL, 1, "nosignal")
         string(CURLOPT_PROTOCOLS_STR, request.allowsFile ? "file" : "http,https", "protocols")
@@ -77,8 +78,11 @@ final class CurlRequest: @unchecked Sendable {
         check(squall_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, this), "header data")
 
         var headerLines = request.headers.map { "\($0.name): \($0.value)" }
-        // libcurl's automatic "Expect: 100-continue" costs a round trip (or a 1 s wait) per part.
-        headerLines.append("Expect:")
+        // libcurl 7.88 sends `Expect: 100-continue` with every PUT body; waiting for the 100 would cost
+        // a round trip (or a 1 s wait) per request, so the body follows at once. The header cannot be
+        // left out with an empty `Expect:` line: libcurl 7.88 would sign that header, which it never
+        // sends, and AWS refuses a signed header the request lacks (curl issue 11664).
+        long(CURLOPT_EXPECT_100_TIMEOUT_MS, 0, "expect-100 timeout")
         switch request.method {
         case .get:
             break

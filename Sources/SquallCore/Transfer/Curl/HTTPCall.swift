@@ -35,6 +35,10 @@ struct HTTPCall: Sendable {
     var lowSpeedSeconds: Int = 30
     /// Allows the `file://` scheme: only for a local path the operator named as the source.
     var allowsFile = false
+    /// Sends the path as written, `.` and `..` segments included (S3 requests). In an object key they
+    /// are part of the name: squashed the way a browser would, `a/../b` writes the object `b`, and with
+    /// path-style addressing `/bucket/../other/k` writes into another bucket.
+    var sendsPathAsIs = false
 
     init(method: Method, url: String) {
         self.method = method

@@ -51,6 +51,9 @@ struct S3Client: Sendable {
 
     func call(_ method: HTTPCall.Method, bucket: String, key: String, query: String? = nil) -> HTTPCall {
         var call = HTTPCall(method: method, url: url(bucket: bucket, key: key, query: query))
+        call.sendsPathAsIs = true
+        // S3 refuses a SigV4 request without it; a request with a body replaces it with its own.
+        call.headers = [("x-amz-content-sha256", Self.emptyPayload)]
         if let credentials = configuration.credentials {
             call.signing = HTTPCall.Signing(
                 region: configuration.region, accessKeyID: credentials.accessKeyID,
@@ -128,8 +131,7 @@ struct S3Client: Sendable {
 
     /// The object's tags.
     func tags(bucket: String, key: String) async throws(TransferError) -> [String: String] {
-        var request = call(.get, bucket: bucket, key: key, query: "tagging=")
-        request.headers = [("x-amz-content-sha256", ResumableSHA256().hexDigest())]
+        let request = call(.get, bucket: bucket, key: key, query: "tagging=")
         let reply = try await send(request, what: "GetObjectTagging s3://\(bucket)/\(key)", expected: [404])
         guard reply.status == 200 else { return [:] }
         var tags: [String: String] = [:]
@@ -196,6 +198,9 @@ struct S3Client: Sendable {
     /// anyway) would double the engine's CPU per byte; its CRC32C is checked by S3 instead.
     static let unsignedPayload = "UNSIGNED-PAYLOAD"
 
+    /// The SHA-256 of no bytes: what a request without a body signs.
+    static let emptyPayload = ResumableSHA256().hexDigest()
+
     func getSmall(bucket: String, key: String) async throws(TransferError) -> [UInt8]? {
         var request = call(.get, bucket: bucket, key: key)
         request.sink = .keep(limit: 1 << 20)
@@ -220,7 +225,7 @@ struct S3Client: Sendable {
         var request = call(.post, bucket: bucket, key: key, query: "uploads=")
         request.headers =
             [
-                ("x-amz-content-sha256", ResumableSHA256.hex(ResumableSHA256().digest())),
+                ("x-amz-content-sha256", Self.emptyPayload),
                 ("x-amz-checksum-algorithm", "CRC32C"),
             ] + metadata.sorted { $0.key < $1.key }.map { ("x-amz-meta-\($0.key)", $0.value) }
         let what = "CreateMultipartUpload s3://\(bucket)/\(key)"
