@@ -49,14 +49,7 @@ struct SchemaGateTests {
     func olderSchemaWaits() async throws {
         try await TestDatabase.with { url in
             _ = try rawQuery(url, "DELETE FROM schema_migrations WHERE version = \(Migrations.latestVersion)")
-            let repository = JobRepository(url: url, actor: "test")
-            defer { Task { await repository.close() } }
-            let waiter = Task {
-                await ServiceLoop.awaitSchema(repository, logger: Logger(label: "test"), recheck: .milliseconds(50))
-            }
-            try await Task.sleep(for: .milliseconds(500))
-            waiter.cancel()
-            #expect(await waiter.value == false, "the wait passed a schema one version behind")
+            #expect(try await Self.stillWaitingAfterHalfASecond(url), "the wait passed a schema one version behind")
         }
     }
 
@@ -67,15 +60,22 @@ struct SchemaGateTests {
                 url,
                 "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (20240101, false)"
             )
-            let repository = JobRepository(url: url, actor: "test")
-            defer { Task { await repository.close() } }
-            let waiter = Task {
-                await ServiceLoop.awaitSchema(repository, logger: Logger(label: "test"), recheck: .milliseconds(50))
-            }
-            try await Task.sleep(for: .milliseconds(500))
-            waiter.cancel()
-            #expect(await waiter.value == false, "the wait passed a database whose schema_migrations is not Squall's")
+            #expect(
+                try await Self.stillWaitingAfterHalfASecond(url),
+                "the wait passed a database whose schema_migrations is not Squall's")
         }
+    }
+
+    /// Starts the wait on `url`'s database, and cancels it after 500 ms: true when it had not passed by then.
+    static func stillWaitingAfterHalfASecond(_ url: DatabaseURL) async throws -> Bool {
+        let repository = JobRepository(url: url, actor: "test")
+        defer { Task { await repository.close() } }
+        let waiter = Task {
+            await ServiceLoop.awaitSchema(repository, logger: Logger(label: "test"), recheck: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        waiter.cancel()
+        return await waiter.value == false
     }
 }
 
