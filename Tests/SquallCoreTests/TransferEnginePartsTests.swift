@@ -175,6 +175,14 @@ struct TransferPlanTests {
             retry: RetryPolicy(maxAttempts: 1, maxDelay: .zero), timeouts: timeouts)
         #expect(aws.url(bucket: "b", key: "k") == "https://b.s3.eu-west-1.amazonaws.com/k")
     }
+
+    @Test("libcurl's upload buffer fits the body, within libcurl's 16 KiB floor and a 1 MiB ceiling")
+    func uploadBuffer() {
+        #expect(CurlRequest.uploadBufferSize(bodyBytes: 0) == 16 * 1024)
+        #expect(CurlRequest.uploadBufferSize(bodyBytes: 4096) == 16 * 1024)
+        #expect(CurlRequest.uploadBufferSize(bodyBytes: 100_000) == 100_000)
+        #expect(CurlRequest.uploadBufferSize(bodyBytes: 8 << 20) == 1 << 20)
+    }
 }
 
 @Suite("Transfer engine: the resumable SHA-256")

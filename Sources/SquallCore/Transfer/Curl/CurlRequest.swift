@@ -69,8 +69,13 @@ final class CurlRequest: @unchecked Sendable {
         long(CURLOPT_LOW_SPEED_LIMIT, request.lowSpeedLimit, "low speed limit")
         long(CURLOPT_LOW_SPEED_TIME, request.lowSpeedSeconds, "low speed time")
         long(CURLOPT_TCP_KEEPALIVE, 1, "keepalive")
-        long(CURLOPT_BUFFERSIZE, 256 * 1024, "receive buffer")
-        long(CURLOPT_UPLOAD_BUFFERSIZE, 1024 * 1024, "upload buffer")
+        // libcurl allocates both buffers for every request. Large ones pay for streaming big bodies
+        // (256 KiB file writes, 1 MiB reads from a part); for S3's short answers and small bodies they
+        // only cost a large malloc per request, each of which also makes glibc consolidate its heap.
+        if case .stream = request.sink { long(CURLOPT_BUFFERSIZE, 256 * 1024, "receive buffer") }
+        if request.method == .put || request.method == .post {
+            long(CURLOPT_UPLOAD_BUFFERSIZE, Self.uploadBufferSize(bodyBytes: request.body.count), "upload buffer")
+        }
 
         check(squall_easy_setopt_write_function(easy, curlWrite), "write function")
         check(squall_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, this), "write data")
@@ -118,6 +123,12 @@ final class CurlRequest: @unchecked Sendable {
         for line in headerLines { headerList = curl_slist_append(headerList, line) }
         check(squall_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList), "headers")
         return failures.isEmpty ? nil : failures.joined(separator: "; ")
+    }
+
+    /// The upload buffer for a body of `bodyBytes`: the body itself where it fits libcurl's range
+    /// (16 KiB to 2 MiB), at most 1 MiB.
+    static func uploadBufferSize(bodyBytes: Int) -> Int {
+        min(max(bodyBytes, 16 * 1024), 1024 * 1024)
     }
 
     /// Delivers the outcome once; `message` overrides libcurl's error text.
