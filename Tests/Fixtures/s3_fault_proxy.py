@@ -12,6 +12,7 @@ Python 3.11 standard library only.
 from __future__ import annotations
 
 import argparse
+import calendar
 import hashlib
 import hmac
 import json
@@ -391,9 +392,17 @@ def canonical_request(method: str, raw_target: str, headers: list[tuple[str, str
     return "\n".join([method, path, query, "".join(lines), ";".join(signed), payload])
 
 
-def sigv4_verdict(method: str, raw_target: str, headers: list[tuple[str, str]], secret: str) -> tuple[str, str]:
-    """("ok" | "missing" | "malformed" | "unsigned-headers" | "signed-absent" | "mismatch", and the
-    canonical request S3 would sign, when it got that far). The body's hash is checked as it passes
+# S3 refuses a request whose x-amz-date is more than 15 minutes from its own clock.
+ALLOWED_SKEW_SECONDS = 15 * 60
+
+
+def sigv4_verdict(method: str, raw_target: str, headers: list[tuple[str, str]], secret: str,
+                  expected_region: str | None = None, now: float | None = None) -> tuple[str, str]:
+    """("ok" | "missing" | "malformed" | "wrong-region" | "skewed" | "unsigned-headers" | "signed-absent"
+    | "mismatch", and the canonical request S3 would sign, when it got that far; for "wrong-region" the
+    region the request named, for "skewed" its date). With `expected_region`, a
+    credential scoped to another region is refused; with `now` (seconds since the epoch), a request
+    dated more than 15 minutes away from it. The body's hash is checked as it passes
     (`payload-mismatch` in the statistics)."""
     found = dict(headers)
     authorization = found.get("authorization")
@@ -413,6 +422,15 @@ def sigv4_verdict(method: str, raw_target: str, headers: list[tuple[str, str]], 
     if (scheme != "AWS4-HMAC-SHA256" or service != "s3" or terminator != "aws4_request" or "host" not in signed
             or not amz_date.startswith(date) or payload is None or signed != sorted(signed)):
         return "malformed", ""
+    if expected_region is not None and region != expected_region:
+        return "wrong-region", region  # S3: 400 AuthorizationHeaderMalformed, "the region ... is wrong"
+    if now is not None:
+        try:
+            signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+        except ValueError:
+            return "malformed", ""
+        if abs(now - signed_at) > ALLOWED_SKEW_SECONDS:
+            return "skewed", amz_date  # S3: 403 RequestTimeTooSkewed
     if any(name.startswith("x-amz-") and name not in signed for name, _ in headers):
         return "unsigned-headers", ""  # S3: "There were headers present in the request which were not signed"
     if any(name not in found for name in signed):
@@ -436,6 +454,7 @@ class ProxyHandler(socketserver.BaseRequestHandler):
     upstream: tuple[str, int]
     verbose: bool
     secret: str | None
+    region: str | None
 
     def setup(self) -> None:
         self.client = self.request
@@ -545,7 +564,7 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             return not client_close
 
         if self.secret is not None:
-            verdict, canonical = sigv4_verdict(method, target, head.headers, self.secret)
+            verdict, canonical = sigv4_verdict(method, target, head.headers, self.secret, self.region, time.time())
             if verdict != "ok":
                 return self.refuse_signature(head, method, target, framing, expects_continue, client_close,
                                              verdict, canonical)
@@ -561,19 +580,30 @@ class ProxyHandler(socketserver.BaseRequestHandler):
 
     def refuse_signature(self, head: Head, method: str, target: str, framing, expects_continue: bool,
                          client_close: bool, verdict: str, canonical: str) -> bool:
-        """Answers 403 as S3 does for a bad signature; the request is logged, never forwarded."""
+        """Answers as S3 does for a bad signature (403; 400 for a credential of another region); the
+        request is logged, never forwarded."""
         record = self.state.begin(method, urlsplit(target).path, urlsplit(target).query, None, {})
         with self.state.lock:
             self.state.signature_failures.append({"method": method, "target": target, "verdict": verdict,
                                                   "canonical_request": canonical})
         if not expects_continue:
             copy_body(self.reader, framing, lambda data: None)
-        code = "SignatureDoesNotMatch" if verdict == "mismatch" else "AccessDenied"
-        message = ("The request signature we calculated does not match the signature you provided."
-                   if verdict == "mismatch" else f"SigV4 authorization {verdict}")
+        status, reason = 403, "Forbidden"
+        if verdict == "mismatch":
+            code, message = "SignatureDoesNotMatch", ("The request signature we calculated does not match the "
+                                                      "signature you provided.")
+        elif verdict == "wrong-region":
+            status, reason = 400, "Bad Request"
+            code, message = "AuthorizationHeaderMalformed", (f"The authorization header is malformed; the region "
+                                                             f"'{canonical}' is wrong; expecting '{self.region}'")
+        elif verdict == "skewed":
+            code, message = "RequestTimeTooSkewed", ("The difference between the request time and the current "
+                                                     "time is too large.")
+        else:
+            code, message = "AccessDenied", f"SigV4 authorization {verdict}"
         body = s3_error_xml(code, message, target)
-        self.state.set_status(record, 403)
-        self.send_client(simple_response(403, "Forbidden", body, "application/xml", expects_continue or client_close))
+        self.state.set_status(record, status)
+        self.send_client(simple_response(status, reason, body, "application/xml", expects_continue or client_close))
         return not (expects_continue or client_close)
 
     def exchange(self, head: Head, method: str, path: str, framing, expects_continue: bool, client_close: bool,
@@ -784,8 +814,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--verbose", action="store_true", help="log faults and errors to stderr")
     parser.add_argument("--verify-sigv4", action="store_true",
-                        help="check every request's SigV4 signature as S3 does, with the secret key in "
+                        help="check every request's SigV4 signature and date as S3 does, with the secret key in "
                              "$AWS_SECRET_ACCESS_KEY, and answer 403 SignatureDoesNotMatch where it fails")
+    parser.add_argument("--region", help="with --verify-sigv4, the region S3 expects in each credential "
+                                          "(default: any); another is refused as S3 does, 400")
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when standard input closes (the launcher's lifeline)")
     args = parser.parse_args(argv)
@@ -805,7 +837,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--verify-sigv4 needs the secret key in $AWS_SECRET_ACCESS_KEY")
     handler = type("BoundProxyHandler", (ProxyHandler,), {
         "state": State(), "upstream": (upstream.hostname, upstream.port or 80), "verbose": args.verbose,
-        "secret": secret})
+        "secret": secret, "region": args.region if args.verify_sigv4 else None})
     server = Server((args.host, args.port), handler)
     print(f"listening on {server.server_address[1]}", flush=True)
     if args.exit_on_stdin_eof:

@@ -7,6 +7,7 @@ otherwise, unless SQUALL_REQUIRE_SERVICES=1 makes that a failure.
 
 from __future__ import annotations
 
+import calendar
 import email.utils
 import hashlib
 import http.client
@@ -629,6 +630,22 @@ class SigV4VerifierTests(unittest.TestCase):
         self.assertEqual(self.verdict("GET", "/test.txt", headers[1:]), "missing")
         self.assertEqual(self.verdict("GET", "/test.txt", [("authorization", "AWS4-HMAC-SHA256 nonsense")]
                                       + headers[1:]), "malformed")
+
+    def test_region_and_clock_checked_when_asked(self):
+        headers = self.headers("host;range;x-amz-content-sha256;x-amz-date",
+                               "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41", range="bytes=0-9")
+        signed_at = calendar.timegm((2013, 5, 24, 0, 0, 0))
+
+        def verdict(region=None, now=None):
+            return s3_fault_proxy.sigv4_verdict("GET", "/test.txt", headers, self.SECRET, region, now)
+
+        self.assertEqual(verdict("us-east-1", signed_at + 899)[0], "ok")
+        self.assertEqual(verdict("eu-west-1"), ("wrong-region", "us-east-1"))
+        self.assertEqual(verdict(now=signed_at + 901), ("skewed", "20130524T000000Z"))
+        self.assertEqual(verdict(now=signed_at - 901)[0], "skewed", "a request from the future too")
+        undated = [(name, "20130524Tnoon") if name == "x-amz-date" else (name, value) for name, value in headers]
+        self.assertEqual(s3_fault_proxy.sigv4_verdict("GET", "/test.txt", undated, self.SECRET, None, signed_at)[0],
+                         "malformed")
 
     def test_dot_segments_are_part_of_the_key(self):
         _, canonical = s3_fault_proxy.sigv4_verdict(

@@ -79,4 +79,30 @@ struct S3SigningTests {
             #expect(try await rig.bucket.keys().isEmpty)
         }
     }
+
+    @Test("a credential scoped to another region than the endpoint's is refused: 400, permanent, nothing stored")
+    func wrongRegionIsRefused() async throws {
+        try await TransferRig.with("signing-region", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
+            var s3 = try S3TestBucket.s3Configuration(endpoint: proxy.baseURL)
+            #expect(s3.region != "ap-southeast-2", "the rig's proxy expects the configured region")
+            s3.region = "ap-southeast-2"
+            let engine = TransferEngine(s3: s3, options: TransferRig.options, logger: Logger(label: "test.signing"))
+            do throws(TransferError) {
+                let report = try await engine.transfer(
+                    TransferRequest(
+                        source: rig.http(size: 1000, seed: 61), destination: rig.bucket.location("elsewhere")),
+                    events: { _ in })
+                Issue.record("a transfer signed for another region succeeded: \(report)")
+            } catch {
+                #expect(error.isPermanent, "\(error)")
+                // The first request is the destination HEAD: as from S3, its error has no body to name a code.
+                #expect(error.message.contains("400"), "\(error)")
+            }
+            let failures = try await proxy.stats().signatureFailures
+            #expect(failures.first?.verdict == "wrong-region", "\(failures.map(\.description))")
+            #expect(failures.first?.canonicalRequest == "ap-southeast-2", "\(failures.map(\.description))")
+            #expect(try await rig.bucket.keys().isEmpty)
+        }
+    }
 }

@@ -32,9 +32,10 @@ struct TransferRig: Sendable {
         do {
             if proxy {
                 // The proxy checks every signature as S3 would: moto checks none.
+                let s3 = try S3TestBucket.s3Configuration()
                 proxyFixture = try S3FaultProxyFixture(
                     upstream: URL(string: bucket.endpoint)!,
-                    verifyingWith: try S3TestBucket.s3Configuration().credentials?.secretAccessKey.revealed)
+                    verifyingWith: s3.credentials?.secretAccessKey.revealed, region: s3.region)
             }
             try await body(TransferRig(source: source, bucket: bucket, proxy: proxyFixture))
         } catch {

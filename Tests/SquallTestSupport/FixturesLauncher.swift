@@ -262,12 +262,15 @@
         let process: FixtureProcess
 
         /// Starts a proxy in front of `upstream` (moto: `http://127.0.0.1:29000`). With `verifyingWith`,
-        /// the proxy checks each request's SigV4 signature as S3 does (moto checks none) and answers
-        /// 403 `SignatureDoesNotMatch` where it fails, listing it in ``ProxyStats/signatureFailures``.
-        init(upstream: URL, verifyingWith secretAccessKey: String? = nil) throws {
+        /// the proxy checks each request's SigV4 signature and date as S3 does (moto checks neither),
+        /// and with `region` the credential's region too; it refuses what fails, as S3 would, and lists
+        /// it in ``ProxyStats/signatureFailures``.
+        init(upstream: URL, verifyingWith secretAccessKey: String? = nil, region: String? = nil) throws {
+            var arguments = ["--upstream", upstream.absoluteString]
+            if secretAccessKey != nil { arguments.append("--verify-sigv4") }
+            if let region { arguments += ["--region", region] }
             process = try FixtureProcess(
-                .s3FaultProxy,
-                arguments: ["--upstream", upstream.absoluteString] + (secretAccessKey == nil ? [] : ["--verify-sigv4"]),
+                .s3FaultProxy, arguments: arguments,
                 environment: secretAccessKey.map { ["AWS_SECRET_ACCESS_KEY": $0] } ?? [:])
         }
 
@@ -431,9 +434,10 @@
             var method: String
             /// The request target as sent: path and query, encoded.
             var target: String
-            /// `mismatch`, `unsigned-headers`, `missing` or `malformed`.
+            /// `mismatch`, `wrong-region`, `skewed`, `unsigned-headers`, `signed-absent`, `missing` or `malformed`.
             var verdict: String
-            /// The canonical request S3 would have signed, to compare with the client's.
+            /// The canonical request S3 would have signed, to compare with the client's; for
+            /// `wrong-region` the region the request named, for `skewed` its date.
             var canonicalRequest: String
             var description: String { "\(method) \(target): \(verdict)\n\(canonicalRequest)" }
         }
