@@ -63,20 +63,9 @@ struct S3SigningTests {
             let proxy = try #require(rig.proxy)
             var s3 = try S3TestBucket.s3Configuration(endpoint: proxy.baseURL)
             s3.credentials?.secretAccessKey = Secret("not-the-secret-key")
-            let engine = TransferEngine(s3: s3, options: TransferRig.options, logger: Logger(label: "test.signing"))
-            do throws(TransferError) {
-                let report = try await engine.transfer(
-                    TransferRequest(
-                        source: rig.http(size: 1000, seed: 60), destination: rig.bucket.location("refused")),
-                    events: { _ in })
-                Issue.record("a wrongly signed transfer succeeded: \(report)")
-            } catch {
-                #expect(error.isPermanent, "\(error)")
-                #expect(error.message.contains("403"), "\(error)")
-            }
-            let failures = try await proxy.stats().signatureFailures
+            let (error, failures) = try await Self.refusedTransfer(rig, s3: s3, seed: 60)
+            #expect(error?.message.contains("403") == true, "\(String(describing: error))")
             #expect(failures.first?.verdict == "mismatch", "\(failures.map(\.description))")
-            #expect(try await rig.bucket.keys().isEmpty)
         }
     }
 
@@ -87,22 +76,32 @@ struct S3SigningTests {
             var s3 = try S3TestBucket.s3Configuration(endpoint: proxy.baseURL)
             #expect(s3.region != "ap-southeast-2", "the rig's proxy expects the configured region")
             s3.region = "ap-southeast-2"
-            let engine = TransferEngine(s3: s3, options: TransferRig.options, logger: Logger(label: "test.signing"))
-            do throws(TransferError) {
-                let report = try await engine.transfer(
-                    TransferRequest(
-                        source: rig.http(size: 1000, seed: 61), destination: rig.bucket.location("elsewhere")),
-                    events: { _ in })
-                Issue.record("a transfer signed for another region succeeded: \(report)")
-            } catch {
-                #expect(error.isPermanent, "\(error)")
-                // The first request is the destination HEAD: as from S3, its error has no body to name a code.
-                #expect(error.message.contains("400"), "\(error)")
-            }
-            let failures = try await proxy.stats().signatureFailures
+            let (error, failures) = try await Self.refusedTransfer(rig, s3: s3, seed: 61)
+            // The first request is the destination HEAD: as from S3, its error has no body to name a code.
+            #expect(error?.message.contains("400") == true, "\(String(describing: error))")
             #expect(failures.first?.verdict == "wrong-region", "\(failures.map(\.description))")
             #expect(failures.first?.canonicalRequest == "ap-southeast-2", "\(failures.map(\.description))")
-            #expect(try await rig.bucket.keys().isEmpty)
         }
+    }
+
+    /// Transfers 1,000 bytes with `s3`, which the rig's proxy should refuse: checks that the transfer
+    /// failed as permanent and stored nothing, and returns its error and the proxy's refusals.
+    private static func refusedTransfer(
+        _ rig: TransferRig, s3: S3Configuration, seed: Int
+    ) async throws -> (error: TransferError?, failures: [ProxyStats.SignatureFailure]) {
+        let proxy = try #require(rig.proxy)
+        let engine = TransferEngine(s3: s3, options: TransferRig.options, logger: Logger(label: "test.signing"))
+        var failure: TransferError?
+        do throws(TransferError) {
+            let report = try await engine.transfer(
+                TransferRequest(source: rig.http(size: 1000, seed: seed), destination: rig.bucket.location("refused")),
+                events: { _ in })
+            Issue.record("a transfer the proxy should refuse succeeded: \(report)")
+        } catch {
+            #expect(error.isPermanent, "\(error)")
+            failure = error
+        }
+        #expect(try await rig.bucket.keys().isEmpty)
+        return (failure, try await proxy.stats().signatureFailures)
     }
 }
