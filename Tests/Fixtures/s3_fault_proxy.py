@@ -167,10 +167,11 @@ class State:
     # Counters move before the bytes or the answer reach the client, so a client that has its answer
     # reads statistics that already include it.
 
-    def begin(self, method: str, path: str, query: str, fault: Fault | None, amz: dict[str, str]) -> dict:
+    def begin(self, method: str, path: str, query: str, fault: Fault | None, amz: dict[str, str],
+              expect: str | None = None, content_type: str | None = None) -> dict:
         record = {"method": method, "path": path, "query": query, "status": None,
                   "fault": fault.action if fault else None, "request_bytes": 0, "response_bytes": 0,
-                  "time": time.time(), "amz": amz}
+                  "time": time.time(), "amz": amz, "expect": expect, "content_type": content_type}
         with self.lock:
             self.requests += 1
             self.method_entry(method)["requests"] += 1
@@ -574,7 +575,7 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         # The request's x-amz-* headers (checksums, payload hash), for tests; never the session token.
         amz = {name: value for name, value in head.headers
                if name.startswith("x-amz-") and name != "x-amz-security-token"}
-        record = self.state.begin(method, path, query, fault, amz)
+        record = self.state.begin(method, path, query, fault, amz, head.get("expect"), head.get("content-type"))
         keep = self.exchange(head, method, path, framing, expects_continue, client_close, fault, record)
         return keep and not client_close
 

@@ -449,6 +449,7 @@ class FaultProxyTests(unittest.TestCase):
         self.assertEqual((seen["length"], seen["sha256"]), (len(body), hashlib.sha256(body).hexdigest()))
         self.assertIn(["Host", "bucket.s3.example:9000"], seen["headers"])
         self.assertIn(["X-Amz-Meta-Mixed-Case", "Value"], seen["headers"])
+        self.assertEqual(self.client.json("GET", "/_stats")[1]["log"][-1]["content_type"], "a/b")
 
     def test_chunked_uploads_and_expect_continue_pass_through(self):
         body = os.urandom(2 * MiB + 3)
@@ -471,6 +472,10 @@ class FaultProxyTests(unittest.TestCase):
                 reply += sock.recv(65536)
         self.assertNotIn("expect", [name.lower() for name, _ in self.upstream.requests[-1]["headers"]])
         self.assertEqual(self.upstream.requests[-1]["length"], 5)
+        # The log still says what the client asked for, and which content type it sent (none here).
+        log = {entry["path"]: entry for entry in self.client.json("GET", "/_stats")[1]["log"]}
+        self.assertEqual((log["/bucket/e"]["expect"], log["/bucket/e"]["content_type"]), ("100-continue", None))
+        self.assertIsNone(log["/bucket/chunked"]["expect"])
 
     def test_an_upstream_connection_closed_while_idle_is_replaced(self):
         self.assertEqual(self.client.request("GET", "/drop/1")[0], 200)

@@ -36,6 +36,25 @@ struct TransferEngineTests {
         }
     }
 
+    @Test("a small object's PUT carries its body with its head: no Expect: 100-continue, S3's default type")
+    func smallBodyGoesWithItsHead() async throws {
+        try await TransferRig.with("inline", proxy: true) { rig in
+            // Up to 64 KiB - 1 the body rides in the request's first write; from 64 KiB it streams after
+            // the head, announced by `Expect: 100-continue` (which libcurl does not wait for).
+            for (index, size) in [0, 4096, 65_535, 65_536].enumerated() {
+                let key = "inline-\(size).bin"
+                let (report, _) = try await rig.copy(rig.http(size: size, seed: 60 + index), to: key)
+                #expect(report.outcome == .done)
+                try await rig.expectStored(key, size: size, seed: 60 + index)
+                let put = try #require(try await rig.proxyLog(key).first { $0.isSinglePut }, "\(size) bytes")
+                #expect(put.requestBytes == size)
+                let inline = size < 65_536
+                #expect(put.expect == (inline ? nil : "100-continue"), "\(size) bytes")
+                #expect(put.contentType == (inline ? "binary/octet-stream" : nil), "\(size) bytes")
+            }
+        }
+    }
+
     @Test("a larger object goes as a multipart upload of part-size parts, byte-exact")
     func largeObjectIsMultipart() async throws {
         try await TransferRig.with("multipart", proxy: true) { rig in

@@ -183,6 +183,16 @@ struct TransferPlanTests {
         #expect(CurlRequest.uploadBufferSize(bodyBytes: 100_000) == 100_000)
         #expect(CurlRequest.uploadBufferSize(bodyBytes: 8 << 20) == 1 << 20)
     }
+
+    @Test("a PUT body below libcurl's 64 KiB initial-POST limit goes with the head, a larger one streams")
+    func inlineBodies() {
+        #expect(CurlRequest.sendsBodyInline(.none))
+        #expect(CurlRequest.sendsBodyInline(.bytes([UInt8](repeating: 1, count: 65_535))))
+        #expect(!CurlRequest.sendsBodyInline(.bytes([UInt8](repeating: 1, count: 65_536))))
+        let part = PartBuffer(capacity: 1 << 20)
+        part.count = 1 << 20
+        #expect(!CurlRequest.sendsBodyInline(.part(part)))
+    }
 }
 
 @Suite("Transfer engine: the resumable SHA-256")

@@ -414,6 +414,10 @@
             var responseBytes: Int
             /// The request's `x-amz-*` headers (names lowercase), except the session token.
             var amz: [String: String]
+            /// The request's `Expect` header (the proxy answers a `100-continue` itself), if it had one.
+            var expect: String?
+            /// The request's `Content-Type` header, if it had one.
+            var contentType: String?
         }
         /// A status code, or the word the proxy logs for a connection it reset.
         enum Status: Decodable, Sendable, Equatable {

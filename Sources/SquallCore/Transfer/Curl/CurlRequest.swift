@@ -95,6 +95,18 @@ final class CurlRequest: @unchecked Sendable {
             long(CURLOPT_NOBODY, 1, "HEAD")
         case .delete:
             string(CURLOPT_CUSTOMREQUEST, "DELETE", "DELETE")
+        case .put where Self.sendsBodyInline(request.body):
+            // libcurl's POST path with the method named PUT: a body this small goes out in the same write
+            // as the head, with no `Expect: 100-continue`, so the server needs no interim 100 and reads one
+            // segment (docs/transfer.md, "Small bodies"). libcurl keeps its own copy of the bytes.
+            string(CURLOPT_CUSTOMREQUEST, "PUT", "PUT")
+            long(CURLOPT_POST, 1, "PUT")
+            check(squall_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)), "size")
+            check(withInlineBody { squall_easy_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, $0) }, "body")
+            // Else the POST path would announce a form; S3 stores this type when none is given.
+            if !request.headers.contains(where: { $0.name.lowercased() == "content-type" }) {
+                headerLines.append("Content-Type: \(Self.defaultContentType)")
+            }
         case .put:
             long(CURLOPT_UPLOAD, 1, "PUT")
             check(squall_easy_setopt_off(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(request.body.count)), "size")
@@ -102,7 +114,7 @@ final class CurlRequest: @unchecked Sendable {
             long(CURLOPT_POST, 1, "POST")
             check(squall_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)), "size")
         }
-        if request.method == .put || request.method == .post {
+        if request.method == .post || (request.method == .put && !Self.sendsBodyInline(request.body)) {
             check(squall_easy_setopt_read_function(easy, curlRead), "read function")
             check(squall_easy_setopt_pointer(easy, CURLOPT_READDATA, this), "read data")
             check(squall_easy_setopt_seek_function(easy, curlSeek), "seek function")
@@ -123,6 +135,31 @@ final class CurlRequest: @unchecked Sendable {
         for line in headerLines { headerList = curl_slist_append(headerList, line) }
         check(squall_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList), "headers")
         return failures.isEmpty ? nil : failures.joined(separator: "; ")
+    }
+
+    /// The largest PUT body sent in the request's first write (libcurl appends a POST body below 64 KiB
+    /// to the head); a larger one streams from the read callback after the head.
+    static let inlineBodyLimit = 64 * 1024 - 1
+
+    /// The content type S3 gives an object stored without one.
+    static let defaultContentType = "binary/octet-stream"
+
+    static func sendsBodyInline(_ body: HTTPCall.Body) -> Bool {
+        body.count <= inlineBodyLimit
+    }
+
+    /// Calls `body` with the start of the request's body bytes (never nil, also for an empty body).
+    private func withInlineBody<Result>(_ body: (UnsafeMutableRawPointer) -> Result) -> Result {
+        switch request.body {
+        case .bytes(let bytes) where !bytes.isEmpty:
+            // libcurl only reads through the pointer (it copies the bytes before setopt returns).
+            return bytes.withUnsafeBytes { body(UnsafeMutableRawPointer(mutating: $0.baseAddress!)) }
+        case .part(let part) where part.count > 0:
+            return body(part.storage.baseAddress!)
+        default:
+            var empty: UInt8 = 0
+            return withUnsafeMutablePointer(to: &empty) { body(UnsafeMutableRawPointer($0)) }
+        }
     }
 
     /// The upload buffer for a body of `bodyBytes`: the body itself where it fits libcurl's range
