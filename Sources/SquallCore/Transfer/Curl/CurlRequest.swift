@@ -88,6 +88,7 @@ final class CurlRequest: @unchecked Sendable {
         // left out with an empty `Expect:` line: libcurl 7.88 would sign that header, which it never
         // sends, and AWS refuses a signed header the request lacks (curl issue 11664).
         long(CURLOPT_EXPECT_100_TIMEOUT_MS, 0, "expect-100 timeout")
+        let sendsInline = request.method == .put && Self.sendsBodyInline(request.body)
         switch request.method {
         case .get:
             break
@@ -95,7 +96,7 @@ final class CurlRequest: @unchecked Sendable {
             long(CURLOPT_NOBODY, 1, "HEAD")
         case .delete:
             string(CURLOPT_CUSTOMREQUEST, "DELETE", "DELETE")
-        case .put where Self.sendsBodyInline(request.body):
+        case .put where sendsInline:
             // libcurl's POST path with the method named PUT: a body this small goes out in the same write
             // as the head, with no `Expect: 100-continue`, so the server needs no interim 100 and reads one
             // segment (docs/transfer.md, "Small bodies"). libcurl keeps its own copy of the bytes.
@@ -114,7 +115,7 @@ final class CurlRequest: @unchecked Sendable {
             long(CURLOPT_POST, 1, "POST")
             check(squall_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)), "size")
         }
-        if request.method == .post || (request.method == .put && !Self.sendsBodyInline(request.body)) {
+        if request.method == .post || (request.method == .put && !sendsInline) {
             check(squall_easy_setopt_read_function(easy, curlRead), "read function")
             check(squall_easy_setopt_pointer(easy, CURLOPT_READDATA, this), "read data")
             check(squall_easy_setopt_seek_function(easy, curlSeek), "seek function")
