@@ -12,18 +12,11 @@ struct ServicesScriptTests {
 
     /// Starts `executable` with `arguments`; `folder` is the services' data folder, on private ports.
     func start(_ executable: URL, _ arguments: [String], folder: String) throws -> RunningProcess {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SQUALL_") }
-        environment["SQUALL_SERVICES_DIR"] = folder
+        var environment = ["SQUALL_SERVICES_DIR": folder]
         for (name, port) in [("PG", 25_532), ("AMQP", 26_820), ("AMQPS", 26_871), ("S3", 29_100)] {
             environment["SQUALL_\(name)_PORT"] = "\(port)"
         }
-        process.environment = environment
-        let running = RunningProcess(process: process)
-        try process.run()
-        return running
+        return try BuiltExecutable(url: executable).start(arguments, environment: environment)
     }
 
     @Test("runs that change the servers take turns: a second one waits, saying so, until the first ends")

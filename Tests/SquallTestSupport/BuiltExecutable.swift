@@ -25,6 +25,11 @@
             throw NotBuilt(name: name)
         }
 
+        /// Any other executable (a script of the checkout's, a system tool), run the same way.
+        init(url: URL) {
+            self.url = url
+        }
+
         struct NotBuilt: Error, CustomStringConvertible {
             var name: String
             var description: String { "\(name) is not built: run `swift build` before `swift test`" }
