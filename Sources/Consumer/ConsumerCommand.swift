@@ -40,13 +40,15 @@ struct ConsumerCommand: AsyncParsableCommand {
             metadata: [
                 "consumer.concurrency": "\(settings.concurrency)", "consumer.grace_period": "\(settings.gracePeriod)",
                 "consumer.ack_deadline": "\(settings.ackDeadline)", "transfer.part_size": "\(settings.partSize)",
+                "transfer.max_host_connections": "\(settings.maxHostConnections)",
             ])
 
         let broker = ServiceLauncher.broker(configuration, url: amqpURL, logger: logger)
         let engine = TransferEngine(
             s3: configuration.s3,
             options: TransferOptions(
-                partSize: settings.partSize, allowPrivateSources: configuration.allowPrivateSources, createOnly: true),
+                partSize: settings.partSize, allowPrivateSources: configuration.allowPrivateSources, createOnly: true,
+                maxHostConnections: settings.maxHostConnections),
             logger: logger)
         let service = ConsumerService(
             broker: broker, transfers: engine, settings: settings, node: configuration.nodeName, metrics: metrics,

@@ -110,6 +110,42 @@ struct TransferEngineTests {
         }
     }
 
+    @Test("a limit on connections per host makes transfers take turns at the source, none timing out while queued")
+    func connectionsPerHostAreLimited() async throws {
+        try await TransferRig.with("host-limit") { rig in
+            let size = 16 * 1024
+            // About a quarter of a second each: six in turn take longer than the connect timeout.
+            func runSix(_ engine: TransferEngine, seed: Int) async throws -> [TransferReport] {
+                try await withThrowingTaskGroup(of: TransferReport.self) { group in
+                    for index in 0..<6 {
+                        let request = TransferRequest(
+                            source: rig.http(size: size, seed: seed + index, ["slow_bps": "65536"]),
+                            destination: rig.bucket.location("limit/\(seed + index).bin"))
+                        group.addTask { try await engine.transfer(request) { _ in } }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+            }
+            var limited = TransferRig.options
+            limited.maxHostConnections = 1
+            limited.connectTimeout = .seconds(1)
+            try await rig.source.reset()
+            let reports = try await runSix(try rig.engine(limited), seed: 1200)
+            #expect(reports.count == 6 && reports.allSatisfy { $0.outcome == .done && $0.bytes == Int64(size) })
+            let stats = try await rig.source.stats()
+            #expect(stats.maxInFlight == 1, "with one connection per host, the source served one GET at a time")
+            #expect(stats.connections == 1, "the six GETs took turns on one kept-alive connection")
+            for index in 0..<6 {
+                try await rig.expectStored("limit/\(1200 + index).bin", size: size, seed: 1200 + index)
+            }
+
+            // The same six without a limit overlap at the source.
+            try await rig.source.reset()
+            _ = try await runSix(try rig.engine(), seed: 1210)
+            #expect(try await rig.source.stats().maxInFlight > 1)
+        }
+    }
+
     @Test("an object of exactly one part and an empty object are stored exactly")
     func edgeSizes() async throws {
         try await TransferRig.with("edges") { rig in

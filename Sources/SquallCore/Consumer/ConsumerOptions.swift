@@ -33,6 +33,15 @@ public struct ConsumerOptions: ParsableArguments, Sendable {
         help: "Bytes per multipart part (at least 5 MiB), e.g. 8MiB; default 8MiB (env SQUALL_PART_SIZE).")
     public var partSize: String?
 
+    @Option(
+        name: .customLong("max-host-connections"),
+        help: """
+            Connections this node opens to any one host (a source, or the S3 endpoint) at once, for all its \
+            transfers together; requests beyond it wait their turn. Default 0, no limit \
+            (env SQUALL_MAX_HOST_CONNECTIONS).
+            """)
+    public var maxHostConnections: String?
+
     public init() {}
 
     /// Merges flags over `environment`, naming the flag or variable of a value that cannot be used.
@@ -64,6 +73,13 @@ public struct ConsumerOptions: ParsableArguments, Sendable {
                     setting: setting, reason: "\"\(value)\" is not a part size between 5MiB and 5GiB (e.g. 8MiB)")
             }
             settings.partSize = bytes
+        }
+        if let (value, setting) = pick(maxHostConnections, "max-host-connections", "SQUALL_MAX_HOST_CONNECTIONS") {
+            guard let count = Int(value), (0...1000).contains(count) else {
+                throw ConfigurationError(
+                    setting: setting, reason: "\"\(value)\" is not a number in 0...1000 (0: no limit)")
+            }
+            settings.maxHostConnections = count
         }
         return settings
     }
@@ -107,6 +123,8 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var ackDeadline: Duration = .seconds(1500)
     public var heartbeatInterval: Duration = .seconds(5)
     public var partSize = 8 << 20
+    /// Connections to any one host at once, all transfers together (`TransferOptions.maxHostConnections`); 0: no limit.
+    public var maxHostConnections = 0
     /// A running job with no progress packet for this long gets one anyway: the Observer renews its
     /// database lease (120 s by default) from progress packets, so a stalled source must still send some.
     public var keepAliveAfter: Duration = .seconds(20)

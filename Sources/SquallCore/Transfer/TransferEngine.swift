@@ -18,7 +18,7 @@ public final class TransferEngine: Sendable {
         self.s3 = s3
         self.options = options
         self.logger = logger
-        multi = CurlMulti()
+        multi = CurlMulti(maxHostConnections: options.maxHostConnections)
     }
 
     deinit {

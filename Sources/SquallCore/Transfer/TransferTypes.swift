@@ -94,12 +94,15 @@ public struct TransferOptions: Sendable, Equatable {
     public var createOnly: Bool
     /// The least time between two progress events.
     public var progressInterval: Duration
+    /// Connections the engine keeps open to any one host (name and port) at once, for all its transfers
+    /// together; requests beyond it wait their turn inside libcurl. 0: no limit.
+    public var maxHostConnections: Int
 
     public init(
         partSize: Int = 8 << 20, concurrency: Int = 4, maxAttempts: Int = 5, maxBackoff: Duration = .seconds(20),
         connectTimeout: Duration = .seconds(10), lowSpeedLimit: Int = 1024, lowSpeedTime: Duration = .seconds(30),
         maxRedirects: Int = 5, allowPrivateSources: Bool = false, createOnly: Bool = false,
-        progressInterval: Duration = .milliseconds(500)
+        progressInterval: Duration = .milliseconds(500), maxHostConnections: Int = 0
     ) {
         self.partSize = partSize
         self.concurrency = concurrency
@@ -112,6 +115,7 @@ public struct TransferOptions: Sendable, Equatable {
         self.allowPrivateSources = allowPrivateSources
         self.createOnly = createOnly
         self.progressInterval = progressInterval
+        self.maxHostConnections = maxHostConnections
     }
 }
 

@@ -52,7 +52,10 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
         _ = curl_global_init(Int(CURL_GLOBAL_DEFAULT))
     }()
 
-    init(name: String = "squall.curl") {
+    /// `maxHostConnections`: connections to any one host and port at once (0: no limit). libcurl queues
+    /// the requests beyond it and starts each when a connection is free; a request's connect timeout
+    /// starts when it leaves that queue.
+    init(name: String = "squall.curl", maxHostConnections: Int = 0) {
         _ = Self.globalInit
         multi = curl_multi_init()
         epoll = squall_epoll_create()
@@ -62,6 +65,9 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
         }
         // Connections to the same S3 endpoint are reused across requests and transfers.
         _ = squall_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, 64)
+        if maxHostConnections > 0 {
+            _ = squall_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxHostConnections)
+        }
         // The engine lives as long as its process, and the thread holds it: the callbacks' pointer stays valid.
         let context = Unmanaged.passUnretained(self).toOpaque()
         _ = squall_multi_setopt_socket_function(multi, Self.socketCallback)
