@@ -40,7 +40,7 @@ struct ConsumerCommand: AsyncParsableCommand {
             metadata: [
                 "consumer.concurrency": "\(settings.concurrency)", "consumer.grace_period": "\(settings.gracePeriod)",
                 "consumer.ack_deadline": "\(settings.ackDeadline)", "transfer.part_size": "\(settings.partSize)",
-                "transfer.max_host_connections": "\(settings.maxHostConnections)",
+                "transfer.max_s3_requests": "\(settings.maxS3Requests)",
             ])
 
         let broker = ServiceLauncher.broker(configuration, url: amqpURL, logger: logger)
@@ -48,7 +48,7 @@ struct ConsumerCommand: AsyncParsableCommand {
             s3: configuration.s3,
             options: TransferOptions(
                 partSize: settings.partSize, allowPrivateSources: configuration.allowPrivateSources, createOnly: true,
-                maxHostConnections: settings.maxHostConnections),
+                maxS3Requests: settings.maxS3Requests),
             logger: logger)
         let service = ConsumerService(
             broker: broker, transfers: engine, settings: settings, node: configuration.nodeName, metrics: metrics,

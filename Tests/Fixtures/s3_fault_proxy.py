@@ -122,6 +122,9 @@ class State:
         with self.lock:
             self.requests = 0
             self.connections = 0
+            # Requests forwarded and not yet answered, and the most there were since the reset.
+            self.in_flight = getattr(self, "in_flight", 0)
+            self.max_in_flight = self.in_flight
             self.faults_fired = 0
             self.methods: dict[str, dict] = {}
             self.statuses: dict[str, int] = {}
@@ -197,6 +200,7 @@ class State:
             return {
                 "requests": self.requests,
                 "connections": self.connections,
+                "max_in_flight": self.max_in_flight,
                 "faults_fired": self.faults_fired,
                 "methods": json.loads(json.dumps(self.methods)),
                 "statuses": dict(self.statuses),
@@ -576,7 +580,14 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         amz = {name: value for name, value in head.headers
                if name.startswith("x-amz-") and name != "x-amz-security-token"}
         record = self.state.begin(method, path, query, fault, amz, head.get("expect"), head.get("content-type"))
-        keep = self.exchange(head, method, path, framing, expects_continue, client_close, fault, record)
+        with self.state.lock:
+            self.state.in_flight += 1
+            self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
+        try:
+            keep = self.exchange(head, method, path, framing, expects_continue, client_close, fault, record)
+        finally:
+            with self.state.lock:
+                self.state.in_flight -= 1
         return keep and not client_close
 
     def refuse_signature(self, head: Head, method: str, target: str, framing, expects_continue: bool,

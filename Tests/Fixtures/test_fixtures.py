@@ -467,6 +467,23 @@ class FaultProxyTests(unittest.TestCase):
         self.assertIn(["X-Amz-Meta-Mixed-Case", "Value"], seen["headers"])
         self.assertEqual(self.client.json("GET", "/_stats")[1]["log"][-1]["content_type"], "a/b")
 
+    def test_max_in_flight_counts_requests_forwarded_at_once(self):
+        self.assertEqual(self.client.json("GET", "/_stats")[1]["max_in_flight"], 0)
+        for _ in range(2):
+            self.assertEqual(self.client.request("PUT", "/bucket/key", body=b"x")[0], 200)
+        self.assertEqual(self.client.json("GET", "/_stats")[1]["max_in_flight"], 1)  # one after the other
+        self.program(match={"method": "PUT"}, action="stall", seconds=0.5, times=3)
+        clients = [Client(self.port) for _ in range(3)]
+        threads = [threading.Thread(target=c.request, args=("PUT", "/bucket/stalled"), kwargs={"body": b"y"})
+                   for c in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for client in clients:
+            client.close()
+        self.assertEqual(self.client.json("GET", "/_stats")[1]["max_in_flight"], 3)
+
     def test_chunked_uploads_and_expect_continue_pass_through(self):
         body = os.urandom(2 * MiB + 3)
 

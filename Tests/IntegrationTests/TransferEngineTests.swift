@@ -110,39 +110,58 @@ struct TransferEngineTests {
         }
     }
 
-    @Test("a limit on connections per host makes transfers take turns at the source, none timing out while queued")
-    func connectionsPerHostAreLimited() async throws {
-        try await TransferRig.with("host-limit") { rig in
+    @Test("a limit on S3 requests makes uploads take turns, none timing out while it waits for its turn")
+    func s3RequestsAreLimited() async throws {
+        try await TransferRig.with("s3-limit", proxy: true) { rig in
+            let proxy = try #require(rig.proxy)
             let size = 16 * 1024
-            // About a quarter of a second each: six in turn take longer than the connect timeout.
+            // Each PUT stalls a quarter of a second at the proxy: six in turn take longer than the connect timeout.
+            try await proxy.program(
+                fault: ProxyFault(match: ProxyFault.Match(method: "PUT"), action: .stall, times: 12, seconds: 0.25))
             func runSix(_ engine: TransferEngine, seed: Int) async throws -> [TransferReport] {
                 try await withThrowingTaskGroup(of: TransferReport.self) { group in
                     for index in 0..<6 {
-                        let request = TransferRequest(
-                            source: rig.http(size: size, seed: seed + index, ["slow_bps": "65536"]),
-                            destination: rig.bucket.location("limit/\(seed + index).bin"))
+                        let request = rig.unasked(
+                            rig.http(size: size, seed: seed + index), to: "limit/\(seed + index).bin")
                         group.addTask { try await engine.transfer(request) { _ in } }
                     }
                     return try await group.reduce(into: []) { $0.append($1) }
                 }
             }
             var limited = TransferRig.options
-            limited.maxHostConnections = 1
+            limited.maxS3Requests = 1
             limited.connectTimeout = .seconds(1)
-            try await rig.source.reset()
+            try await proxy.reset()
             let reports = try await runSix(try rig.engine(limited), seed: 1200)
             #expect(reports.count == 6 && reports.allSatisfy { $0.outcome == .done && $0.bytes == Int64(size) })
-            let stats = try await rig.source.stats()
-            #expect(stats.maxInFlight == 1, "with one connection per host, the source served one GET at a time")
-            #expect(stats.connections == 1, "the six GETs took turns on one kept-alive connection")
+            let stats = try await proxy.stats()
+            #expect(stats.methods["PUT"]?.requests == 6)
+            #expect(stats.maxInFlight == 1, "with a limit of one, S3 saw one request at a time")
             for index in 0..<6 {
                 try await rig.expectStored("limit/\(1200 + index).bin", size: size, seed: 1200 + index)
             }
 
-            // The same six without a limit overlap at the source.
-            try await rig.source.reset()
+            // The same six without a limit overlap at S3.
+            try await proxy.reset()
             _ = try await runSix(try rig.engine(), seed: 1210)
-            #expect(try await rig.source.stats().maxInFlight > 1)
+            #expect(try await proxy.stats().maxInFlight > 1)
+        }
+    }
+
+    @Test(
+        "an S3-to-S3 multipart copy on one endpoint completes at a limit of one S3 request: the download holds no slot",
+        .timeLimit(.minutes(1)))
+    func s3LimitLeavesDownloadsOut() async throws {
+        try await TransferRig.with("s3-limit-copy") { rig in
+            // Six parts of 5 MiB, more than the four in flight: the download must pause for uploads.
+            let size = 30 * MiB + 3
+            _ = try await rig.copy(rig.http(size: size, seed: 1220), to: "limit/original.bin")
+            var limited = TransferRig.options
+            limited.maxS3Requests = 1
+            let (report, _) = try await rig.copy(
+                rig.bucket.location("limit/original.bin"), to: "limit/copy.bin", options: limited)
+            #expect(report.outcome == .done)
+            try await rig.expectStored("limit/copy.bin", size: size, seed: 1220)
         }
     }
 

@@ -147,7 +147,7 @@ struct ConsumerOptionsTests {
         try ConsumerOptions.parse(arguments).resolve(environment: environment)
     }
 
-    @Test("defaults: 4 at once, 25 s grace, 25 min ack deadline, 5 s heartbeat, 8 MiB parts, no host limit")
+    @Test("defaults: 4 at once, 25 s grace, 25 min ack deadline, 5 s heartbeat, 8 MiB parts, no S3 request limit")
     func defaults() throws {
         let settings = try resolve([])
         #expect(settings.concurrency == 4)
@@ -156,19 +156,19 @@ struct ConsumerOptionsTests {
         #expect(settings.ackDeadline == .seconds(1500))
         #expect(settings.heartbeatInterval == .seconds(5))
         #expect(settings.partSize == 8 << 20)
-        #expect(settings.maxHostConnections == 0)
+        #expect(settings.maxS3Requests == 0)
     }
 
-    @Test("connections per host come from the flag or SQUALL_MAX_HOST_CONNECTIONS, 0 meaning no limit")
-    func maxHostConnections() throws {
-        #expect(try resolve([], ["SQUALL_MAX_HOST_CONNECTIONS": "3"]).maxHostConnections == 3)
+    @Test("the S3 request limit comes from the flag or SQUALL_MAX_S3_REQUESTS, 0 meaning no limit")
+    func maxS3Requests() throws {
+        #expect(try resolve([], ["SQUALL_MAX_S3_REQUESTS": "3"]).maxS3Requests == 3)
         #expect(
-            try resolve(["--max-host-connections", "0"], ["SQUALL_MAX_HOST_CONNECTIONS": "3"]).maxHostConnections == 0)
+            try resolve(["--max-s3-requests", "0"], ["SQUALL_MAX_S3_REQUESTS": "3"]).maxS3Requests == 0)
         #expect(
             throws: ConfigurationError(
-                setting: "SQUALL_MAX_HOST_CONNECTIONS", reason: "\"-1\" is not a number in 0...1000 (0: no limit)")
-        ) { try resolve([], ["SQUALL_MAX_HOST_CONNECTIONS": "-1"]) }
-        #expect(throws: ConfigurationError.self) { try resolve(["--max-host-connections", "many"]) }
+                setting: "SQUALL_MAX_S3_REQUESTS", reason: "\"-1\" is not a number in 0...1000 (0: no limit)")
+        ) { try resolve([], ["SQUALL_MAX_S3_REQUESTS": "-1"]) }
+        #expect(throws: ConfigurationError.self) { try resolve(["--max-s3-requests", "many"]) }
     }
 
     @Test("a flag wins over its variable; seconds may be fractional")

@@ -449,6 +449,8 @@
         }
         var requests: Int
         var connections: Int
+        /// The most requests forwarded and not yet answered at once since the last reset.
+        var maxInFlight: Int
         var faultsFired: Int
         var signatureFailures: [SignatureFailure]
         /// Per method: `GET`, `PUT`, `POST`, `DELETE`, `HEAD`.

@@ -34,13 +34,12 @@ public struct ConsumerOptions: ParsableArguments, Sendable {
     public var partSize: String?
 
     @Option(
-        name: .customLong("max-host-connections"),
+        name: .customLong("max-s3-requests"),
         help: """
-            Connections this node opens to any one host (a source, or the S3 endpoint) at once, for all its \
-            transfers together; requests beyond it wait their turn. Default 0, no limit \
-            (env SQUALL_MAX_HOST_CONNECTIONS).
+            S3 requests other than downloads (PUTs, parts, HEADs) this node has in flight at once, for all \
+            its transfers together; the rest wait their turn. Default 0, no limit (env SQUALL_MAX_S3_REQUESTS).
             """)
-    public var maxHostConnections: String?
+    public var maxS3Requests: String?
 
     public init() {}
 
@@ -74,12 +73,12 @@ public struct ConsumerOptions: ParsableArguments, Sendable {
             }
             settings.partSize = bytes
         }
-        if let (value, setting) = pick(maxHostConnections, "max-host-connections", "SQUALL_MAX_HOST_CONNECTIONS") {
+        if let (value, setting) = pick(maxS3Requests, "max-s3-requests", "SQUALL_MAX_S3_REQUESTS") {
             guard let count = Int(value), (0...1000).contains(count) else {
                 throw ConfigurationError(
                     setting: setting, reason: "\"\(value)\" is not a number in 0...1000 (0: no limit)")
             }
-            settings.maxHostConnections = count
+            settings.maxS3Requests = count
         }
         return settings
     }
@@ -123,8 +122,8 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var ackDeadline: Duration = .seconds(1500)
     public var heartbeatInterval: Duration = .seconds(5)
     public var partSize = 8 << 20
-    /// Connections to any one host at once, all transfers together (`TransferOptions.maxHostConnections`); 0: no limit.
-    public var maxHostConnections = 0
+    /// S3 requests other than downloads in flight at once, all transfers together (`TransferOptions.maxS3Requests`); 0: no limit.
+    public var maxS3Requests = 0
     /// A running job with no progress packet for this long gets one anyway: the Observer renews its
     /// database lease (120 s by default) from progress packets, so a stalled source must still send some.
     public var keepAliveAfter: Duration = .seconds(20)

@@ -18,7 +18,7 @@ public final class TransferEngine: Sendable {
         self.s3 = s3
         self.options = options
         self.logger = logger
-        multi = CurlMulti(maxHostConnections: options.maxHostConnections)
+        multi = CurlMulti(s3RequestLimit: options.maxS3Requests)
     }
 
     deinit {

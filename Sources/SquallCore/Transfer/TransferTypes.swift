@@ -94,15 +94,15 @@ public struct TransferOptions: Sendable, Equatable {
     public var createOnly: Bool
     /// The least time between two progress events.
     public var progressInterval: Duration
-    /// Connections the engine keeps open to any one host (name and port) at once, for all its transfers
-    /// together; requests beyond it wait their turn inside libcurl. 0: no limit.
-    public var maxHostConnections: Int
+    /// S3 requests other than object downloads (PUTs, parts, HEADs, listings) the engine has in flight at
+    /// once, all its transfers together; the rest wait their turn. 0: no limit.
+    public var maxS3Requests: Int
 
     public init(
         partSize: Int = 8 << 20, concurrency: Int = 4, maxAttempts: Int = 5, maxBackoff: Duration = .seconds(20),
         connectTimeout: Duration = .seconds(10), lowSpeedLimit: Int = 1024, lowSpeedTime: Duration = .seconds(30),
         maxRedirects: Int = 5, allowPrivateSources: Bool = false, createOnly: Bool = false,
-        progressInterval: Duration = .milliseconds(500), maxHostConnections: Int = 0
+        progressInterval: Duration = .milliseconds(500), maxS3Requests: Int = 0
     ) {
         self.partSize = partSize
         self.concurrency = concurrency
@@ -115,7 +115,7 @@ public struct TransferOptions: Sendable, Equatable {
         self.allowPrivateSources = allowPrivateSources
         self.createOnly = createOnly
         self.progressInterval = progressInterval
-        self.maxHostConnections = maxHostConnections
+        self.maxS3Requests = maxS3Requests
     }
 }
 

@@ -41,6 +41,10 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
     /// What `epoll_wait` filled in: ready descriptors and libcurl's `CURL_CSELECT_*` bits for each.
     private var readyFDs = [Int32](repeating: 0, count: 64)
     private var readyBits = [Int32](repeating: 0, count: 64)
+    private let s3RequestLimit: Int
+    /// S3 requests that hold a slot (running), and those waiting for one, oldest first.
+    private var s3SlotsInUse = 0
+    private var waitingForS3Slot: [CurlRequest] = []
 
     private enum Command {
         case add(CurlRequest)
@@ -52,10 +56,10 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
         _ = curl_global_init(Int(CURL_GLOBAL_DEFAULT))
     }()
 
-    /// `maxHostConnections`: connections to any one host and port at once (0: no limit). libcurl queues
-    /// the requests beyond it and starts each when a connection is free; a request's connect timeout
-    /// starts when it leaves that queue.
-    init(name: String = "squall.curl", maxHostConnections: Int = 0) {
+    /// `s3RequestLimit`: S3 requests other than downloads in flight at once (0: no limit); the
+    /// requests beyond it wait on this thread, unprepared, and start in turn (``usesS3Slot``).
+    init(name: String = "squall.curl", s3RequestLimit: Int = 0) {
+        self.s3RequestLimit = s3RequestLimit
         _ = Self.globalInit
         multi = curl_multi_init()
         epoll = squall_epoll_create()
@@ -65,9 +69,6 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
         }
         // Connections to the same S3 endpoint are reused across requests and transfers.
         _ = squall_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, 64)
-        if maxHostConnections > 0 {
-            _ = squall_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxHostConnections)
-        }
         // The engine lives as long as its process, and the thread holds it: the callbacks' pointer stays valid.
         let context = Unmanaged.passUnretained(self).toOpaque()
         _ = squall_multi_setopt_socket_function(multi, Self.socketCallback)
@@ -192,7 +193,7 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
                 return (commands, stopping)
             }
             for command in pending { apply(command) }
-            if stop && active.isEmpty && !ranJobs { break }
+            if stop && active.isEmpty && waitingForS3Slot.isEmpty && !ranJobs { break }
             if let deadline = curlDeadline, deadline <= .now {
                 curlDeadline = nil  // the call may set the next one
                 act(on: squall_socket_timeout, bits: 0)
@@ -267,14 +268,14 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
         switch command {
         case .add(let request):
             guard !request.isFinished else { return }
-            if let failure = request.prepare() {
-                request.finish(curlCode: Int(CURLE_FAILED_INIT.rawValue), message: failure)
+            if s3RequestLimit > 0 && Self.usesS3Slot(request.request) && s3SlotsInUse >= s3RequestLimit {
+                waitingForS3Slot.append(request)
                 return
             }
-            active[request.easy] = request
-            _ = curl_multi_add_handle(multi, request.easy)
+            begin(request)
         case .cancel(let request):
             guard active.removeValue(forKey: request.easy) != nil else {
+                waitingForS3Slot.removeAll { $0 === request }
                 if !request.isFinished && !request.isPrepared {
                     request.finish(curlCode: Int(CURLE_ABORTED_BY_CALLBACK.rawValue), message: "cancelled")
                 }
@@ -282,6 +283,7 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
             }
             _ = curl_multi_remove_handle(multi, request.easy)
             request.finish(curlCode: Int(CURLE_ABORTED_BY_CALLBACK.rawValue), message: "cancelled")
+            releaseSlot(of: request)
         case .resume(let request):
             guard active[request.easy] != nil else { return }
             _ = curl_easy_pause(request.easy, 0)  // CURLPAUSE_CONT
@@ -296,6 +298,35 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
             _ = curl_multi_remove_handle(multi, easy)
             guard let request = active.removeValue(forKey: easy) else { continue }
             request.finish(curlCode: Int(code.rawValue), message: nil)
+            releaseSlot(of: request)
         }
+    }
+
+    private func begin(_ request: CurlRequest) {
+        if let failure = request.prepare() {
+            request.finish(curlCode: Int(CURLE_FAILED_INIT.rawValue), message: failure)
+            return
+        }
+        if s3RequestLimit > 0 && Self.usesS3Slot(request.request) { s3SlotsInUse += 1 }
+        active[request.easy] = request
+        _ = curl_multi_add_handle(multi, request.easy)
+    }
+
+    /// A finished or cancelled request that held an S3 slot hands it to the oldest one waiting.
+    private func releaseSlot(of request: CurlRequest) {
+        guard s3RequestLimit > 0 && Self.usesS3Slot(request.request) else { return }
+        s3SlotsInUse -= 1
+        while s3SlotsInUse < s3RequestLimit && !waitingForS3Slot.isEmpty {
+            let next = waitingForS3Slot.removeFirst()
+            if !next.isFinished { begin(next) }
+        }
+    }
+
+    /// Whether a request counts against the S3 request limit: signed requests whose answer is kept
+    /// (uploads, parts, HEADs, listings), not the ones streaming an object down. A download pauses
+    /// while its parts wait to go up; were it to hold a slot, an S3-to-S3 copy could wait for itself.
+    private static func usesS3Slot(_ call: HTTPCall) -> Bool {
+        guard call.signing != nil, case .keep = call.sink else { return false }
+        return true
     }
 }
