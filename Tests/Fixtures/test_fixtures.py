@@ -84,6 +84,18 @@ class Client:
         self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
 
 
+def at_once(port: int, count: int, method: str, target: str, body: bytes | None = None) -> None:
+    """Sends `count` requests at the same time, each on a connection of its own, and waits for them all."""
+    clients = [Client(port) for _ in range(count)]
+    threads = [threading.Thread(target=c.request, args=(method, target), kwargs={"body": body}) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for client in clients:
+        client.close()
+
+
 def raw_get(port: int, target: str, timeout: float = 30) -> tuple[bytes, bytes, str]:
     """GET over a plain socket: (head, body received, how it ended: 'eof' or 'reset')."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -356,14 +368,7 @@ class SourceServerTests(unittest.TestCase):
         self.get("/gen/1000/1")
         self.get("/gen/1000/2")
         self.assertEqual(self.client.json("GET", "/_stats")[1]["max_in_flight"], 1)  # one after the other
-        clients = [Client(self.port) for _ in range(3)]
-        threads = [threading.Thread(target=c.request, args=("GET", "/gen/20000/3?slow_bps=40000")) for c in clients]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for client in clients:
-            client.close()
+        at_once(self.port, 3, "GET", "/gen/20000/3?slow_bps=40000")
         self.assertEqual(self.client.json("GET", "/_stats")[1]["max_in_flight"], 3)
         self.client.json("POST", "/_reset")
         self.assertEqual(self.client.json("GET", "/_stats")[1]["max_in_flight"], 0)
@@ -473,15 +478,7 @@ class FaultProxyTests(unittest.TestCase):
             self.assertEqual(self.client.request("PUT", "/bucket/key", body=b"x")[0], 200)
         self.assertEqual(self.client.json("GET", "/_stats")[1]["max_in_flight"], 1)  # one after the other
         self.program(match={"method": "PUT"}, action="stall", seconds=0.5, times=3)
-        clients = [Client(self.port) for _ in range(3)]
-        threads = [threading.Thread(target=c.request, args=("PUT", "/bucket/stalled"), kwargs={"body": b"y"})
-                   for c in clients]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for client in clients:
-            client.close()
+        at_once(self.port, 3, "PUT", "/bucket/stalled", body=b"y")
         self.assertEqual(self.client.json("GET", "/_stats")[1]["max_in_flight"], 3)
 
     def test_chunked_uploads_and_expect_continue_pass_through(self):
