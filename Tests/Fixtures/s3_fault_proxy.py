@@ -540,7 +540,16 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         raise Abort()
 
     def send_client(self, data: bytes) -> None:
+        if not data.startswith(b"HTTP/1.1 1"):
+            self.answered()  # a final answer's head: the client may send its next request from here on
         self.client.sendall(data)
+
+    def answered(self) -> None:
+        """Ends the current request's place in `in_flight` (once)."""
+        if getattr(self, "counted", False):
+            self.counted = False
+            with self.state.lock:
+                self.state.in_flight -= 1
 
     # -- one request -------------------------------------------------------------------------------
 
@@ -580,14 +589,15 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         amz = {name: value for name, value in head.headers
                if name.startswith("x-amz-") and name != "x-amz-security-token"}
         record = self.state.begin(method, path, query, fault, amz, head.get("expect"), head.get("content-type"))
+        # In flight from its head's arrival to its answer's head: the client cannot have the answer earlier.
         with self.state.lock:
             self.state.in_flight += 1
             self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
+        self.counted = True
         try:
             keep = self.exchange(head, method, path, framing, expects_continue, client_close, fault, record)
         finally:
-            with self.state.lock:
-                self.state.in_flight -= 1
+            self.answered()
         return keep and not client_close
 
     def refuse_signature(self, head: Head, method: str, target: str, framing, expects_continue: bool,

@@ -449,7 +449,7 @@
         }
         var requests: Int
         var connections: Int
-        /// The most requests forwarded and not yet answered at once since the last reset.
+        /// The most requests at once (from the head received to the answer's head sent) since the last reset.
         var maxInFlight: Int
         var faultsFired: Int
         var signatureFailures: [SignatureFailure]
