@@ -268,7 +268,7 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
         switch command {
         case .add(let request):
             guard !request.isFinished else { return }
-            if s3RequestLimit > 0 && Self.usesS3Slot(request.request) && s3SlotsInUse >= s3RequestLimit {
+            if usesS3Slot(request) && s3SlotsInUse >= s3RequestLimit {
                 waitingForS3Slot.append(request)
                 return
             }
@@ -307,14 +307,14 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
             request.finish(curlCode: Int(CURLE_FAILED_INIT.rawValue), message: failure)
             return
         }
-        if s3RequestLimit > 0 && Self.usesS3Slot(request.request) { s3SlotsInUse += 1 }
+        if usesS3Slot(request) { s3SlotsInUse += 1 }
         active[request.easy] = request
         _ = curl_multi_add_handle(multi, request.easy)
     }
 
     /// A finished or cancelled request that held an S3 slot hands it to the oldest one waiting.
     private func releaseSlot(of request: CurlRequest) {
-        guard s3RequestLimit > 0 && Self.usesS3Slot(request.request) else { return }
+        guard usesS3Slot(request) else { return }
         s3SlotsInUse -= 1
         while s3SlotsInUse < s3RequestLimit && !waitingForS3Slot.isEmpty {
             let next = waitingForS3Slot.removeFirst()
@@ -322,11 +322,14 @@ final class CurlMulti: TaskExecutor, @unchecked Sendable {
         }
     }
 
-    /// Whether a request counts against the S3 request limit: signed requests whose answer is kept
-    /// (uploads, parts, HEADs, listings), not the ones streaming an object down. A download pauses
-    /// while its parts wait to go up; were it to hold a slot, an S3-to-S3 copy could wait for itself.
-    private static func usesS3Slot(_ call: HTTPCall) -> Bool {
-        guard call.signing != nil, case .keep = call.sink else { return false }
+    /// Whether a request counts against the S3 request limit, when there is one: signed requests whose
+    /// answer is kept (uploads, parts, HEADs, listings), not the ones streaming an object down. A
+    /// download pauses while its parts wait to go up; were it to hold a slot, an S3-to-S3 copy could
+    /// wait for itself.
+    private func usesS3Slot(_ request: CurlRequest) -> Bool {
+        guard s3RequestLimit > 0, request.request.signing != nil, case .keep = request.request.sink else {
+            return false
+        }
         return true
     }
 }
