@@ -122,7 +122,7 @@ class State:
         with self.lock:
             self.requests = 0
             self.connections = 0
-            # Requests forwarded and not yet answered, and the most there were since the reset.
+            # Requests between their head's arrival and their answer's head, and the most there were since the reset.
             self.in_flight = getattr(self, "in_flight", 0)
             self.max_in_flight = self.in_flight
             self.faults_fired = 0
@@ -467,6 +467,7 @@ class ProxyHandler(socketserver.BaseRequestHandler):
         self.reader = self.client.makefile("rb", buffering=COPY_CHUNK)
         self.up_sock: socket.socket | None = None
         self.up_reader = None
+        self.counted = False  # the current request is in `in_flight`
         with self.state.lock:
             self.state.connections += 1
 
@@ -546,7 +547,7 @@ class ProxyHandler(socketserver.BaseRequestHandler):
 
     def answered(self) -> None:
         """Ends the current request's place in `in_flight` (once)."""
-        if getattr(self, "counted", False):
+        if self.counted:
             self.counted = False
             with self.state.lock:
                 self.state.in_flight -= 1

@@ -106,9 +106,6 @@ class State:
             self.bytes_sent = 0
             self.requests = 0
             self.connections = 0
-            # Object requests being served at once, and the most there were since the reset.
-            self.in_flight = getattr(self, "in_flight", 0)
-            self.max_in_flight = self.in_flight
             self.paths: dict[str, dict] = {}
             self.fault_counters: dict[str, int] = {}
             self.replacements: dict[str, int] = {}
@@ -151,7 +148,6 @@ class State:
                 "bytes_sent": self.bytes_sent,
                 "requests": self.requests,
                 "connections": self.connections,
-                "max_in_flight": self.max_in_flight,
                 "paths": json.loads(json.dumps(self.paths)),
                 "fault_counters": dict(self.fault_counters),
                 "replacements": dict(self.replacements),
@@ -363,15 +359,9 @@ class Handler(BaseHTTPRequestHandler):
             kind, size, seed = match.group(1), int(match.group(2)), int(match.group(3))
             with self.state.lock:
                 seed = self.state.replacements.get(path, seed)
-                self.state.in_flight += 1
-                self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
-            try:
-                self.serve_object(path, split.query, head, size, chunked=(kind == "chunked"),
-                                  pieces=lambda offset, length: GENERATOR.pieces(seed, offset, length),
-                                  validator_seed=f"gen:{size}:{seed}")
-            finally:
-                with self.state.lock:
-                    self.state.in_flight -= 1
+            self.serve_object(path, split.query, head, size, chunked=(kind == "chunked"),
+                              pieces=lambda offset, length: GENERATOR.pieces(seed, offset, length),
+                              validator_seed=f"gen:{size}:{seed}")
             return
         if path.startswith("/static/") and self.root:
             self.serve_static(path, split.query, head)

@@ -250,8 +250,6 @@
         var requests: Int
         /// TCP connections accepted: fewer than requests means connections were reused.
         var connections: Int
-        /// The most `/gen` and `/chunked` requests served at once since the last reset.
-        var maxInFlight: Int
         /// Per path without the query string, e.g. `/gen/20971520/7`.
         var paths: [String: Path]
     }
