@@ -46,7 +46,7 @@ struct ProducerCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("poll-interval"),
         help:
-            "Seconds between queue-depth checks while the window is full, default 0.25 (env SQUALL_POLL_INTERVAL_SECONDS)."
+            "Longest wait in seconds between queue-depth checks while the window is full (sooner when Consumers drain it fast), and the wait when no job is pending, default 0.25 (env SQUALL_POLL_INTERVAL_SECONDS)."
     )
     var pollInterval: String?
 

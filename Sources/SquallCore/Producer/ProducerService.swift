@@ -8,6 +8,7 @@ import ServiceLifecycle
 /// Each round asks the broker how many jobs wait in the queue, lets ``ProducerWindow`` say how
 /// many to claim, claims them (`FOR UPDATE SKIP LOCKED`, so several Producers can run), publishes
 /// them as one confirmed batch, and puts every job the broker did not confirm back to pending.
+/// While the window is full, ``ProducerPacer`` says when to look again, from how fast it drains.
 /// Every ``Settings/rescueInterval`` it rescues expired leases. A database or broker that goes
 /// away pauses the rounds; it never ends the service.
 public struct ProducerService: Service {
@@ -16,7 +17,8 @@ public struct ProducerService: Service {
         /// The lease a claimed job gets: how long it may sit queued before a rescue re-queues it.
         /// Longer than a job waits in the window, or jobs are published twice (harmlessly, but wastefully).
         public var lease: Duration
-        /// How often the queue depth is checked while the window is full.
+        /// The longest wait between queue-depth checks while the window is full (sooner when the
+        /// Consumers drain it faster), and the wait when nothing is pending.
         public var pollInterval: Duration
         /// How often expired leases are rescued.
         public var rescueInterval: Duration
@@ -80,6 +82,7 @@ public struct ProducerService: Service {
                 "window.low": "\(settings.window.lowWaterMark)", "lease": "\(settings.lease)",
             ])
         var nextRescue = ContinuousClock.now
+        var pacer = ProducerPacer(longest: settings.pollInterval)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if ContinuousClock.now >= nextRescue {
                 await rescue()
@@ -94,11 +97,24 @@ public struct ProducerService: Service {
                 guard await ServiceLoop.pause(settings.pollInterval * 4) else { break }
                 continue
             }
+            pacer.looked(depth: depth, at: .now)
             metrics.queueWindow(ready: depth, inFlight: 0)
             let wanted = settings.window.jobsToClaim(queueDepth: depth, inFlight: 0)
-            // A round that published goes straight on: the next depth check says whether to wait.
-            if wanted > 0, await produce(wanted, depth: depth) > 0 { continue }
-            guard await ServiceLoop.pause(settings.pollInterval) else { break }
+            let pause: Duration
+            if wanted > 0 {
+                let published = await produce(wanted, depth: depth)
+                // A round that published goes straight on: the next depth check says whether to wait.
+                // One that found nothing pending (or failed) waits the whole interval.
+                guard published == 0 else {
+                    pacer.published(published)
+                    continue
+                }
+                pause = settings.pollInterval
+            } else {
+                // A full window: look again about when the Consumers will have drained it to the low-water mark.
+                pause = pacer.pause(depth: depth, lowWaterMark: settings.window.lowWaterMark)
+            }
+            guard await ServiceLoop.pause(pause) else { break }
         }
         await close()
     }
