@@ -3,8 +3,8 @@
 /// ``shortest`` and ``longest`` (`--poll-interval`).
 ///
 /// Why not a fixed pause: Consumers that take 2,000 jobs a second drain 500 in 250 ms, the whole
-/// span between the default marks, so with a fixed 250 ms pause the queue ran dry before every
-/// other look and the Consumers waited on the Producer (docs/benchmarks.md, 2026-12-05 evening).
+/// span between the default marks, so with a fixed 250 ms pause the queue was empty at about a
+/// third of the looks and the Consumers waited on the Producer (docs/benchmarks.md, 2026-12-05 17:17).
 /// A look is one passive `queue.declare`, cheap for the broker, so looking sooner costs little;
 /// an idle swarm is still asked only every ``longest``.
 ///
