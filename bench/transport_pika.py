@@ -9,10 +9,20 @@ Usage: transport_pika.py AMQP_URL QUEUE MESSAGES BATCH PREFETCH ACK_EVERY
        transport_pika.py AMQP_URL --delete NAME...   (clean-up: queues, then exchanges)
 """
 import json
+import os
 import sys
 import time
 
 import pika
+
+
+def broker_cpu():
+    """The broker's user + system CPU seconds so far, when BENCH_BROKER_PID names it; else None."""
+    pid = os.environ.get("BENCH_BROKER_PID")
+    if not pid:
+        return None
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def publish(params, queue, messages, batch, body):
@@ -30,6 +40,7 @@ def publish(params, queue, messages, batch, body):
     def start(channel):
         state["start"] = time.perf_counter()
         state["cpu"] = time.process_time()
+        state["broker"] = broker_cpu()
         publish_batch(channel)
 
     def publish_batch(channel):
@@ -53,6 +64,8 @@ def publish(params, queue, messages, batch, body):
             if state["sent"] >= messages:
                 state["end"] = time.perf_counter()
                 state["cpu"] = time.process_time() - state["cpu"]
+                if state["broker"] is not None:
+                    state["broker"] = broker_cpu() - state["broker"]
                 connection.close()
             else:
                 publish_batch(state["channel"])
@@ -61,7 +74,7 @@ def publish(params, queue, messages, batch, body):
     connection.ioloop.start()
     if state["error"]:
         raise SystemExit("pika publish: " + state["error"])
-    return messages / (state["end"] - state["start"]), state["cpu"] * 1e6 / messages
+    return messages / (state["end"] - state["start"]), state["cpu"] * 1e6 / messages, state["broker"]
 
 
 def consume(params, queue, messages, prefetch, ack_every):
@@ -76,6 +89,7 @@ def consume(params, queue, messages, prefetch, ack_every):
     def start(channel):
         state["start"] = time.perf_counter()
         state["cpu"] = time.process_time()
+        state["broker"] = broker_cpu()
         channel.basic_consume(queue, on_message)
 
     def on_message(channel, method, properties, body):
@@ -85,11 +99,13 @@ def consume(params, queue, messages, prefetch, ack_every):
         if state["received"] == messages:
             state["end"] = time.perf_counter()
             state["cpu"] = time.process_time() - state["cpu"]
+            if state["broker"] is not None:
+                state["broker"] = broker_cpu() - state["broker"]
             connection.close()
 
     connection = pika.SelectConnection(params, on_open_callback=on_open, on_close_callback=lambda closed, _reason: closed.ioloop.stop())
     connection.ioloop.start()
-    return messages / (state["end"] - state["start"]), state["cpu"] * 1e6 / messages
+    return messages / (state["end"] - state["start"]), state["cpu"] * 1e6 / messages, state["broker"]
 
 
 def delete(params, names):
@@ -114,11 +130,14 @@ def main():
         return
     queue, messages, batch, prefetch, ack_every = sys.argv[2], *map(int, sys.argv[3:7])
     body = bytes((i * 7) % 256 for i in range(1024))
-    publish_rate, publish_cpu = publish(params, queue, messages, batch, body)
-    consume_rate, consume_cpu = consume(params, queue, messages, prefetch, ack_every)
-    print(json.dumps({"publish_per_second": publish_rate, "consume_per_second": consume_rate,
-                      "publish_cpu_us_per_message": publish_cpu, "consume_cpu_us_per_message": consume_cpu},
-                     sort_keys=True))
+    publish_rate, publish_cpu, publish_broker = publish(params, queue, messages, batch, body)
+    consume_rate, consume_cpu, consume_broker = consume(params, queue, messages, prefetch, ack_every)
+    result = {"publish_per_second": publish_rate, "consume_per_second": consume_rate,
+              "publish_cpu_us_per_message": publish_cpu, "consume_cpu_us_per_message": consume_cpu}
+    if publish_broker is not None and consume_broker is not None:
+        result["broker_publish_cpu_us_per_message"] = publish_broker * 1e6 / messages
+        result["broker_consume_cpu_us_per_message"] = consume_broker * 1e6 / messages
+    print(json.dumps(result, sort_keys=True))
 
 
 if __name__ == "__main__":
